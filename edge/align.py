@@ -1,0 +1,61 @@
+"""Alignment: warp a face onto the 112×112 ArcFace template with a similarity transform.
+
+BlazeFace gives eyes, nose tip and mouth centre (no mouth corners), so those four points
+are fitted to the template's eyes, nose and the midpoint of its mouth corners by a
+least-squares similarity (Umeyama): rotation, uniform scale and shift, no shear, so the
+face keeps its proportions. The warp reads the full-resolution frame, never a shrunken one.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from edge.detect import LEFT_EYE, MOUTH, NOSE, RIGHT_EYE
+
+# ArcFace / InsightFace 112×112 five-point template: eyes, nose, mouth corners.
+ARCFACE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
+TEMPLATE_4 = np.vstack([ARCFACE_112[:3], ARCFACE_112[3:].mean(axis=0)])
+CROP_SIZE = 112
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2×3 least-squares similarity mapping points ``src`` onto ``dst`` (Umeyama 1991)."""
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s_c, d_c = src - mu_s, dst - mu_d
+    cov = d_c.T @ s_c / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[1] = -1.0
+    rot = u @ np.diag(d) @ vt
+    var_s = (s_c**2).sum() / len(src)
+    scale = (sig * d).sum() / var_s if var_s > 0 else 1.0
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = mu_d - scale * rot @ mu_s
+    return m
+
+
+def alignment_points(keypoints: np.ndarray) -> np.ndarray:
+    """The four BlazeFace keypoints used for alignment, in template order."""
+    return np.asarray(keypoints)[[RIGHT_EYE, LEFT_EYE, NOSE, MOUTH]]
+
+
+def align_face(image: np.ndarray, keypoints: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """The face warped onto the template: an RGB uint8 ``size``×``size`` crop."""
+    m = similarity_transform(alignment_points(keypoints), TEMPLATE_4 * (size / CROP_SIZE))
+    scale = float(np.hypot(m[0, 0], m[0, 1]))
+    # Shrinking a large face by a big factor with bilinear sampling aliases; pre-blur by area first.
+    if scale < 0.5:
+        factor = max(1, int(1.0 / scale / 2))
+        small = cv2.resize(image, (image.shape[1] // factor, image.shape[0] // factor), interpolation=cv2.INTER_AREA)
+        m = m.copy()
+        m[:, :2] *= factor
+        image = small
+    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

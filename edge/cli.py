@@ -1,0 +1,185 @@
+"""The ``edge`` command: one entry point, one subcommand per job.
+
+Subcommands import their modules lazily so ``edge --help`` is fast and the device path
+never pulls in operator-side code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge import __version__
+from edge.errors import EdgeError
+
+log = logging.getLogger("edge")
+
+
+def _recognition_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="device config (TOML); its [recognition] section is used")
+    p.add_argument("--embedder", help="embedder from models/manifest.json (default: the config's, else mobilefacenet)")
+    p.add_argument("--detector", help="detector from models/manifest.json (default: blazeface-full-range)")
+    p.add_argument("--accelerator", choices=["auto", "cpu", "edgetpu"], help="where models run (default: auto)")
+    p.add_argument("--threads", type=int, help="CPU threads per model (default: 2)")
+
+
+def _analyser(args: argparse.Namespace, *, threshold: float | None = None) -> Any:
+    from edge.analyze import FaceAnalyser
+    from edge.config import load_settings
+
+    settings = load_settings(args.config)
+    rec = settings.recognition
+    updates: dict[str, Any] = {}
+    if args.embedder:
+        updates["embedder"] = args.embedder
+    if args.accelerator:
+        updates["accelerator"] = args.accelerator
+    if args.threads:
+        updates["threads"] = args.threads
+    if threshold is not None:
+        updates["threshold"] = threshold
+    if args.detector:
+        updates["detector"] = rec.detector.model_copy(update={"model": args.detector})
+    return FaceAnalyser.from_settings(rec.model_copy(update=updates))
+
+
+def _write_json(path: Path | None, data: dict[str, Any]) -> None:
+    if path is not None:
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from edge.measure.evaluate import evaluate
+
+    analyser = _analyser(args, threshold=args.threshold)
+    report, _, _ = evaluate(
+        analyser, args.manifest, nonfaces=args.nonfaces, enrol=args.enrol, quality_gate=args.quality_gate
+    )
+    c = report["counts"]
+    print(f"embedder {report['embedder']}, detector {report['detector']}, enrol {report['enrol']}")
+    print(
+        f"identities {c['identities']} (enrolled {c['enrolled']}), genuine probes {c['genuine_probes']}, "
+        f"impostor probes {c['impostor_probes']}, pairs {c['genuine_pairs']} genuine / {c['impostor_pairs']} impostor"
+    )
+    print(f"detection rate      {report['detection_rate']:.1%} ({c['detection_failures']} images without a face)")
+    for far, tar in report["tar_at_far"].items():
+        print(f"TAR @ FAR={far:<6}   {tar:.1%}")
+    print(f"rank-1              {report['rank1']:.1%}")
+    print(f"shipped threshold   {report['threshold']:.3f}: FNIR {report['fnir']:.1%}, FPIR {report['fpir']:.1%}")
+    if report["nonface_false_detections_per_image"] is not None:
+        print(f"non-face false detections per image {report['nonface_false_detections_per_image']:.3f}")
+    ms = report["ms_per_image"]
+    print(f"ms per image        detect {ms['detect']:.1f}, align+embed {ms['embed']:.1f}")
+    _write_json(args.json, report)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge.measure.bench import run_bench
+
+    result = run_bench(_analyser(args), quick=args.quick)
+    m = result["machine"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['arch']}, {m['runtime']}; embedder {result['embedder']}")
+    print("stage latency (ms)   median     p90")
+    for stage, s in result["stages_ms"].items():
+        print(f"  {stage:<18} {s['median']:>7.2f} {s['p90']:>7.2f}")
+    print("end-to-end frames/s  " + "  ".join(f"{k:>8}" for k in ("faces_0", "faces_1", "faces_5")))
+    for res, row in result["fps"].items():
+        print(f"  {res:<18} " + "  ".join(f"{row[k]:>8.1f}" for k in ("faces_0", "faces_1", "faces_5")))
+    print(f"matcher ({result['matcher_kind']}), ms median / p90")
+    for n, s in result["matcher_ms"].items():
+        print(f"  {int(n):>9,} entries  {s['median']:>7.2f} {s['p90']:>7.2f}")
+    print(f"peak RSS {result['peak_rss_mb']:.0f} MB")
+    _write_json(args.json, result)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from edge.measure.calibrate import calibrate, write_threshold
+
+    analyser = _analyser(args, threshold=0.0)
+    result = calibrate(analyser, args.manifest, args.impostor_photos or [], target_far=args.target_far)
+    print(
+        f"{analyser.embedder.name}: {result.pairs} impostor pairs (mean {result.mean:.3f}, sd {result.std:.3f}); "
+        f"gaussian tail {result.details['gaussian']:.3f}, empirical {result.details['empirical']:.3f} "
+        f"at pair FAR {result.target_far:g}"
+    )
+    print(
+        f"base threshold {result.base:.3f}; "
+        f"faces under 32 px +{result.small_face_raise:.3f} ({result.small_pairs} pairs)"
+    )
+    if args.write:
+        path = analyser.manifest.directory / "manifest.json"
+        write_threshold(path, analyser.embedder.name, result, data=str(args.manifest.name))
+        print(f"written to {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge.demo import run_demo
+
+    return run_demo(_analyser(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge", description="Camera-side face recognition: device and operator tools."
+    )
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("eval", help="accuracy on a labelled photo manifest (the evaluation protocol)")
+    p.add_argument("--manifest", type=Path, required=True, help="CSV with columns path,identity (paths relative to it)")
+    p.add_argument("--nonfaces", type=Path, help="CSV of images without faces, to count false detections")
+    p.add_argument("--enrol", type=int, default=1, help="images enrolled per identity (default 1)")
+    p.add_argument("--quality-gate", action="store_true", help="apply the quality gate (default: every detected face)")
+    p.add_argument("--threshold", type=float, help="evaluate at this base threshold instead of the calibrated one")
+    p.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
+    _recognition_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="per-stage latency, frames/s and matcher latency on this machine")
+    p.add_argument(
+        "--quick", action="store_true", help="fewer repetitions, matcher up to 100k entries (under a minute)"
+    )
+    p.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
+    _recognition_args(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("calibrate", help="choose the embedder's match threshold from impostor scores")
+    p.add_argument("--manifest", type=Path, required=True, help="labelled faces CSV (path,identity)")
+    p.add_argument(
+        "--impostor-photos", type=Path, action="append", help="CSV of photos whose faces are all impostors (repeatable)"
+    )
+    p.add_argument("--target-far", type=float, default=1e-4, help="pair false-accept rate to calibrate for")
+    p.add_argument("--write", action="store_true", help="store the result in models/manifest.json")
+    _recognition_args(p)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("demo", help="recognition on the sample photos shipped with edge (no camera needed)")
+    _recognition_args(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except EdgeError as exc:
+        print(f"edge: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""``edge calibrate``: choose an embedder's match threshold from impostor scores, in a way that generalises.
+
+The development set is small, so the threshold is not put at the point where it shows
+zero false positives. Instead every impostor comparison we can make is pooled: every
+labelled face against every face of another identity, the same comparisons with the
+probe degraded the ways field data is (grey, tiny, tightly cropped, blurred), and faces
+from group photos of people not in the labelled set. The base threshold is the larger of
+
+* the pooled scores' Gaussian tail at the target pair false-accept rate, and
+* the pooled scores' empirical quantile at that rate,
+
+so a heavy tail cannot hide behind the Gaussian fit. Small faces, whose impostor scores
+spread higher, get their own raise computed the same way on the tiny-face probes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.analyze import FaceAnalyser
+from edge.measure.protocol import read_manifest
+from edge.sources import load_image
+
+log = logging.getLogger(__name__)
+
+SMALL_FACE_PX = 32.0
+
+
+def degrade(image: np.ndarray, box: np.ndarray) -> dict[str, np.ndarray]:
+    """Copies of ``image`` as field conditions make them: grey, tiny (24 and 40 px faces), tight crop, blurred."""
+    x, y, w, h = (float(v) for v in box)
+    grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    out = {"grey": grey}
+    for px in (24, 40):
+        s = px / max(w, 1.0)
+        if s < 1:
+            out[f"tiny{px}"] = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    crop = image[int(y) : int(y + h), int(x) : int(x + w)]
+    if crop.shape[0] >= 16 and crop.shape[1] >= 16:
+        out["tight"] = crop
+    out["blur"] = cv2.GaussianBlur(image, (0, 0), max(1.0, w / 60.0))
+    return out
+
+
+@dataclass
+class CalibrationResult:
+    base: float
+    small_face_raise: float
+    target_far: float
+    pairs: int
+    small_pairs: int
+    mean: float
+    std: float
+    details: dict[str, Any]
+
+
+def tail_threshold(scores: np.ndarray, far: float) -> tuple[float, float, float]:
+    """(threshold, gaussian, empirical) for a pair false-accept rate ``far``."""
+    mu, sd = float(scores.mean()), float(scores.std())
+    gauss = mu + NormalDist().inv_cdf(1.0 - far) * sd
+    emp = float(np.quantile(scores, 1.0 - far))
+    return max(gauss, emp), gauss, emp
+
+
+def calibrate(
+    analyser: FaceAnalyser, faces: Path, impostor_photos: list[Path], target_far: float = 1e-4
+) -> CalibrationResult:
+    samples = read_manifest(faces)
+    ids = np.array([s.identity for s in samples])
+    refs: list[np.ndarray | None] = []
+    probes: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for i, s in enumerate(samples):
+        image = load_image(s.path)
+        found = analyser.analyse(image, largest_only=True, apply_gate=False)
+        if not found:
+            refs.append(None)
+            continue
+        refs.append(found[0].embedding)
+        probes.setdefault("original", []).append((i, found[0].embedding))
+        for kind, img in degrade(image, found[0].detection.box).items():
+            degraded = analyser.analyse(img, largest_only=True, apply_gate=False)
+            if degraded:
+                probes.setdefault(kind, []).append((i, degraded[0].embedding))
+    valid = [i for i, r in enumerate(refs) if r is not None]
+    ref_mat = np.stack([r for r in refs if r is not None])
+    ref_ids = ids[valid]
+    pooled: list[np.ndarray] = []
+    per_kind: dict[str, Any] = {}
+    for kind, items in probes.items():
+        scores = np.concatenate([(ref_mat @ e)[ref_ids != ids[i]] for i, e in items])
+        pooled.append(scores)
+        per_kind[kind] = {"pairs": int(scores.size), "max": round(float(scores.max()), 4)}
+    cohort = 0
+    for manifest in impostor_photos:
+        for s in read_manifest(manifest):
+            for face in analyser.analyse(load_image(s.path), apply_gate=False):
+                pooled.append(ref_mat @ face.embedding)
+                cohort += 1
+    per_kind["group_photo_faces"] = {"faces": cohort}
+    allp = np.concatenate(pooled)
+    base, gauss, emp = tail_threshold(allp, target_far)
+    small = np.concatenate([(ref_mat @ e)[ref_ids != ids[i]] for i, e in probes.get("tiny24", [])] or [np.zeros(1)])
+    small_t, _, _ = tail_threshold(small, target_far)
+    return CalibrationResult(
+        base=round(base, 3),
+        small_face_raise=round(max(0.0, small_t - base), 3),
+        target_far=target_far,
+        pairs=int(allp.size),
+        small_pairs=int(small.size),
+        mean=float(allp.mean()),
+        std=float(allp.std()),
+        details={"gaussian": round(gauss, 4), "empirical": round(emp, 4), "probes": per_kind},
+    )
+
+
+def write_threshold(manifest_path: Path, embedder: str, result: CalibrationResult, data: str) -> None:
+    """Store the calibrated threshold with the embedder's entry in models/manifest.json."""
+    raw = json.loads(manifest_path.read_text(encoding="utf-8"))
+    rules = []
+    if result.small_face_raise > 0:
+        rules.append({"metric": "size_px", "below": SMALL_FACE_PX, "raise_by": result.small_face_raise})
+    raw["models"][embedder]["threshold"] = {
+        "base": result.base,
+        "quality_rules": rules,
+        "calibration": {
+            "rule": "max(gaussian tail, empirical quantile) of pooled impostor scores at the target pair FAR",
+            "target_pair_far": result.target_far,
+            "impostor_pairs": result.pairs,
+            "resolution": f"one pair is {1.0 / result.pairs:.1e} of the pool",
+            "mean": round(result.mean, 4),
+            "std": round(result.std, 4),
+            "data": data,
+            "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+            **result.details,
+        },
+    }
+    manifest_path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")

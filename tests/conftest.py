@@ -1,0 +1,32 @@
+"""Shared fixtures: the development photos beside the project and one loaded recognition core."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+from edge.analyze import FaceAnalyser
+from edge.config import RecognitionSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+FACES = Path(os.environ.get("EDGE_DEV_DATA", ROOT.parent / "shared" / "data" / "faces"))
+
+
+def rows(manifest: str) -> list[dict[str, str]]:
+    with (FACES / manifest).open(encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    if not (FACES / "faces.csv").is_file():
+        pytest.fail(f"development photos not found at {FACES} (set EDGE_DEV_DATA)")
+    return FACES
+
+
+@pytest.fixture(scope="session")
+def analyser() -> FaceAnalyser:
+    return FaceAnalyser.from_settings(RecognitionSettings(accelerator="cpu"))
