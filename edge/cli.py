@@ -56,9 +56,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edge.measure.evaluate import evaluate
 
     analyser = _analyser(args, threshold=args.threshold)
-    report, _, _ = evaluate(
-        analyser, args.manifest, nonfaces=args.nonfaces, enrol=args.enrol, quality_gate=args.quality_gate
-    )
+    report, _, _ = evaluate(analyser, args.manifest, nonfaces=args.nonfaces, enrol=args.enrol, quality_gate=args.quality_gate)
     c = report["counts"]
     print(f"embedder {report['embedder']}, detector {report['detector']}, enrol {report['enrol']}")
     print(
@@ -92,7 +90,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"  {res:<18} " + "  ".join(f"{row[k]:>8.1f}" for k in ("faces_0", "faces_1", "faces_5")))
     print(f"matcher ({result['matcher_kind']}), ms median / p90")
     for n, s in result["matcher_ms"].items():
-        print(f"  {int(n):>9,} entries  {s['median']:>7.2f} {s['p90']:>7.2f}")
+        mb = result["matcher_memory_mb"][n]
+        print(f"  {int(n):>9,} entries  {s['median']:>7.2f} {s['p90']:>7.2f}   ({mb:.0f} MB)")
     print(f"peak RSS {result['peak_rss_mb']:.0f} MB")
     _write_json(args.json, result)
     return 0
@@ -108,10 +107,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         f"gaussian tail {result.details['gaussian']:.3f}, empirical {result.details['empirical']:.3f} "
         f"at pair FAR {result.target_far:g}"
     )
-    print(
-        f"base threshold {result.base:.3f}; "
-        f"faces under 32 px +{result.small_face_raise:.3f} ({result.small_pairs} pairs)"
-    )
+    print(f"base threshold {result.base:.3f}; faces under 32 px +{result.small_face_raise:.3f} ({result.small_pairs} pairs)")
     if args.write:
         path = analyser.manifest.directory / "manifest.json"
         write_threshold(path, analyser.embedder.name, result, data=str(args.manifest.name))
@@ -126,9 +122,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edge", description="Camera-side face recognition: device and operator tools."
-    )
+    parser = argparse.ArgumentParser(prog="edge", description="Camera-side face recognition: device and operator tools.")
     parser.add_argument("--version", action="version", version=f"edge {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -144,9 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="per-stage latency, frames/s and matcher latency on this machine")
-    p.add_argument(
-        "--quick", action="store_true", help="fewer repetitions, matcher up to 100k entries (under a minute)"
-    )
+    p.add_argument("--quick", action="store_true", help="fewer repetitions, matcher up to 100k entries (under a minute)")
     p.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
     _recognition_args(p)
     p.set_defaults(func=cmd_bench)
@@ -160,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", action="store_true", help="store the result in models/manifest.json")
     _recognition_args(p)
     p.set_defaults(func=cmd_calibrate)
+
+    from edge.operator.watchlist_cli import add_parser as add_watchlist
+
+    add_watchlist(sub)
 
     p = sub.add_parser("demo", help="recognition on the sample photos shipped with edge (no camera needed)")
     _recognition_args(p)

@@ -44,9 +44,7 @@ class QualitySettings(_Section):
     min_sharpness: float = Field(
         10.0, ge=0, description="Minimum variance of the Laplacian of the aligned crop; blurrier faces are not matched."
     )
-    max_abs_yaw: float = Field(
-        60.0, ge=0, le=90, description="Faces turned further than this (degrees) are not matched."
-    )
+    max_abs_yaw: float = Field(60.0, ge=0, le=90, description="Faces turned further than this (degrees) are not matched.")
     min_detector_score: float = Field(0.6, ge=0, le=1, description="Minimum detector score to match a face.")
 
 
@@ -72,14 +70,28 @@ class RecognitionSettings(_Section):
     quality: QualitySettings = Field(default_factory=QualitySettings, description="Quality gate before matching.")
 
 
+class WatchlistSettings(_Section):
+    name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Watchlist this device follows.")
+    public_keys: list[Path] = Field(
+        default_factory=list,
+        description="Ed25519 public keys (PEM) whose signatures the device trusts; several allow key rotation.",
+    )
+    assemble_timeout_s: float = Field(
+        300.0, gt=0, description="How long to wait for all chunks of a new version before refusing it."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGE_", env_nested_delimiter="__", extra="forbid")
 
-    device_id: str = Field(
-        "edge-dev", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Device identity (MQTT username)."
-    )
+    device_id: str = Field("edge-dev", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Device identity (MQTT username).")
     data_dir: Path = Field(Path("/var/lib/edge"), description="Where the device keeps its SQLite stores.")
     recognition: RecognitionSettings = Field(default_factory=RecognitionSettings, description="Recognition pipeline.")
+    watchlist: WatchlistSettings = Field(default_factory=WatchlistSettings, description="Watchlist sync and trust.")
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "edge.db"
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:

@@ -67,9 +67,7 @@ class ModelManifest:
         spec = self.models.get(name)
         if spec is None or (kind is not None and spec.kind != kind):
             choices = sorted(n for n, s in self.models.items() if kind is None or s.kind == kind)
-            raise ModelError(
-                f"unknown {kind or 'model'} {name!r} in {self.directory / MANIFEST_NAME}; choose one of {choices}"
-            )
+            raise ModelError(f"unknown {kind or 'model'} {name!r} in {self.directory / MANIFEST_NAME}; choose one of {choices}")
         return spec
 
     def variant(self, name: str, accelerator: str) -> ModelSpec | None:

@@ -86,8 +86,7 @@ def load_model(
         if tpu_spec is None:
             if accelerator == "edgetpu":
                 log.warning(
-                    "accelerator=edgetpu but models/manifest.json lists no _edgetpu variant of %s; "
-                    "running it on the CPU",
+                    "accelerator=edgetpu but models/manifest.json lists no _edgetpu variant of %s; running it on the CPU",
                     name,
                 )
         else:

@@ -33,9 +33,7 @@ COUNT_KEYS = {
 }
 
 
-def test_edge_eval_writes_the_documented_json(
-    faces_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_edge_eval_writes_the_documented_json(faces_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "eval.json"
     assert (
         main(
@@ -104,9 +102,7 @@ def test_errors_exit_non_zero_with_a_clear_message(tmp_path: Path) -> None:
 
 def test_every_subcommand_has_help() -> None:
     for cmd in ("eval", "bench", "calibrate"):
-        proc = subprocess.run(
-            [sys.executable, "-m", "edge.cli", cmd, "--help"], capture_output=True, text=True, check=False
-        )
+        proc = subprocess.run([sys.executable, "-m", "edge.cli", cmd, "--help"], capture_output=True, text=True, check=False)
         assert (proc.returncode == 0 and "--manifest" in proc.stdout) or cmd == "bench"
 
 

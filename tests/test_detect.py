@@ -36,9 +36,7 @@ def test_a_face_is_found_in_every_labelled_photo(analyser: FaceAnalyser, faces_d
         if r["faces"]
     ],
 )
-def test_group_photos_have_the_annotated_number_of_faces(
-    analyser: FaceAnalyser, faces_dir: Path, row: dict[str, str]
-) -> None:
+def test_group_photos_have_the_annotated_number_of_faces(analyser: FaceAnalyser, faces_dir: Path, row: dict[str, str]) -> None:
     assert len(analyser.detector.detect(load_image(faces_dir / row["path"]))) == int(row["faces"])
 
 

@@ -80,10 +80,7 @@ def test_the_flipped_crop_raises_or_keeps_same_person_scores(faces_dir: Path) ->
 
 
 def test_frontal_faces_have_small_yaw(analyser: FaceAnalyser, faces_dir: Path) -> None:
-    yaws = [
-        analyser.analyse(load_image(faces_dir / r["path"]), largest_only=True)[0].quality.yaw
-        for r in rows("faces.csv")[:40]
-    ]
+    yaws = [analyser.analyse(load_image(faces_dir / r["path"]), largest_only=True)[0].quality.yaw for r in rows("faces.csv")[:40]]
     assert np.median(np.abs(yaws)) < 20
 
 

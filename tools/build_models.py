@@ -42,9 +42,7 @@ def fetch_package(registry: str, package: str, version: str, workdir: Path) -> P
             check=True,
         )
     elif registry == "npm":
-        subprocess.run(
-            ["npm", "pack", "--silent", f"{package}@{version}"], cwd=dest, check=True, stdout=subprocess.DEVNULL
-        )
+        subprocess.run(["npm", "pack", "--silent", f"{package}@{version}"], cwd=dest, check=True, stdout=subprocess.DEVNULL)
     else:
         raise SystemExit(f"unknown registry {registry!r}")
     return dest
@@ -95,8 +93,7 @@ def main() -> int:
                 entry["sha256"], entry["size"] = digest, len(data)
             elif digest != entry["sha256"]:
                 print(
-                    f"BAD      {name}: {src['package']} {src['version']} now serves sha256 {digest}, "
-                    f"expected {entry['sha256']}"
+                    f"BAD      {name}: {src['package']} {src['version']} now serves sha256 {digest}, expected {entry['sha256']}"
                 )
                 failures += 1
                 continue

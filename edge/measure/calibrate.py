@@ -71,9 +71,7 @@ def tail_threshold(scores: np.ndarray, far: float) -> tuple[float, float, float]
     return max(gauss, emp), gauss, emp
 
 
-def calibrate(
-    analyser: FaceAnalyser, faces: Path, impostor_photos: list[Path], target_far: float = 1e-4
-) -> CalibrationResult:
+def calibrate(analyser: FaceAnalyser, faces: Path, impostor_photos: list[Path], target_far: float = 1e-4) -> CalibrationResult:
     samples = read_manifest(faces)
     ids = np.array([s.identity for s in samples])
     refs: list[np.ndarray | None] = []

@@ -34,9 +34,7 @@ def read_manifest(path: Path | str) -> list[Sample]:
         raise ManifestError(f"{path}: cannot read manifest ({exc.strerror or exc})") from exc
     reader = csv.DictReader(text.splitlines())
     if reader.fieldnames is None or not {"path", "identity"} <= set(reader.fieldnames):
-        raise ManifestError(
-            f"{path}: manifest needs a header with columns 'path' and 'identity', got {reader.fieldnames}"
-        )
+        raise ManifestError(f"{path}: manifest needs a header with columns 'path' and 'identity', got {reader.fieldnames}")
     samples = []
     for line, row in enumerate(reader, start=2):
         rel, ident = (row.get("path") or "").strip(), (row.get("identity") or "").strip()
@@ -144,9 +142,7 @@ def collect_scores(samples: list[Sample], embeddings: list[np.ndarray | None], s
     )
 
 
-def open_set_rates(
-    scores: Scores, thresholds_genuine: list[float], thresholds_unenrolled: list[float]
-) -> dict[str, float]:
+def open_set_rates(scores: Scores, thresholds_genuine: list[float], thresholds_unenrolled: list[float]) -> dict[str, float]:
     """FNIR, FPIR (per-probe thresholds, so quality-aware policies are measured as shipped) and rank-1."""
     ng, nu = len(scores.genuine_top), len(scores.unenrolled_top)
     missed = sum(
@@ -154,9 +150,7 @@ def open_set_rates(
         for (name, s), truth, t in zip(scores.genuine_top, scores.genuine_truth, thresholds_genuine, strict=True)
         if name != truth or s < t
     )
-    false_pos = sum(
-        1 for (name, s), t in zip(scores.unenrolled_top, thresholds_unenrolled, strict=True) if name and s >= t
-    )
+    false_pos = sum(1 for (name, s), t in zip(scores.unenrolled_top, thresholds_unenrolled, strict=True) if name and s >= t)
     rank1 = sum(1 for (name, _), truth in zip(scores.genuine_top, scores.genuine_truth, strict=True) if name == truth)
     return {
         "fnir": missed / ng if ng else 0.0,

@@ -1,0 +1,96 @@
+"""The device's SQLite database: one file (WAL) holding the watchlist, the audit log and the outbox.
+
+One file so that a change and its audit record commit in the same transaction. Schema
+changes are numbered migrations applied at open (``PRAGMA user_version``), written with
+sqlite-utils; crash-critical paths use plain ``sqlite3`` transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+log = logging.getLogger(__name__)
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db.table("watchlists").create(
+        {
+            "name": str,
+            "version": int,
+            "sha256": str,
+            "issued_at": str,
+            "expires_at": str,
+            "embedding_space": str,
+            "dimension": int,
+            "dtype": str,
+            "entry_count": int,
+            "embedding_count": int,
+            "key_id": str,
+            "applied_at": str,
+        },
+        pk="name",
+    )
+    db.table("entries").create(
+        {
+            "id": int,
+            "watchlist": str,
+            "entry_id": str,
+            "label": str,
+            "case_ref": str,
+            "expires_at": str,
+            "threshold": float,
+            "n": int,
+            "embeddings": bytes,
+            "sha256": str,
+        },
+        pk="id",
+        not_null={"watchlist", "entry_id", "n", "embeddings", "sha256"},
+    )
+    db.table("entries").create_index(["watchlist", "entry_id"], unique=True)
+    db.table("audit").create(
+        {
+            "id": int,
+            "ts": str,
+            "kind": str,
+            "watchlist": str,
+            "watchlist_version": int,
+            "outcome": str,
+            "detail": str,
+            "prev_hash": str,
+            "hash": str,
+        },
+        pk="id",
+        not_null={"ts", "kind", "outcome", "detail", "prev_hash", "hash"},
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """Open (creating and migrating as needed) the device database with crash-safe settings."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    db = sqlite_utils.Database(conn)
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, migration in enumerate(MIGRATIONS, start=1):
+        if version < number:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                migration(db)
+                conn.execute(f"PRAGMA user_version={number}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            log.info("database %s migrated to schema %d", path, number)
+    return conn

@@ -1,0 +1,331 @@
+"""``edge watchlist``: keygen, build, sign, verify, show, publish and apply watchlist bundles."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from edge.errors import EdgeError
+from edge.watchlist.bundle import (
+    Bundle,
+    BundleError,
+    b64,
+    build_unsigned,
+    generate_keypair,
+    iter_entries,
+    key_id,
+    load_private_key,
+    now_utc,
+    parse_manifest,
+    read_bundle,
+    sign_manifest,
+    trusted_keys,
+    verify_bundle,
+    verify_signature,
+    write_bundle,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _embedding_spaces(models_dir: Path | None) -> dict[str, str]:
+    from edge.models import load_manifest
+
+    m = load_manifest(models_dir)
+    return {name: str(s.extra.get("embedding_space", s.sha256)) for name, s in m.models.items() if s.kind == "embedder"}
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    key, pub = generate_keypair(args.out)
+    from edge.watchlist.bundle import load_public_key
+
+    print(f"private key {key} (mode 0600; keep it offline), public key {pub}, key id {key_id(load_public_key(pub))}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from edge.cli import _analyser
+    from edge.operator.enrol import enrol, requests_from_csv, requests_from_folder
+
+    if bool(args.photos) == bool(args.csv):
+        raise EdgeError("give exactly one of --photos DIR or --csv FILE")
+    requests = requests_from_folder(args.photos) if args.photos else requests_from_csv(args.csv)
+    analyser = _analyser(args)
+    report = enrol(analyser, requests, progress=not args.quiet)
+    for photo, why in report.rejected:
+        print(f"rejected {photo}: {why}")
+    for eid in report.empty:
+        print(f"entry {eid}: no usable photo, left out of the bundle")
+    space = str(analyser.embedder.embedding_space)
+    manifest, chunks = build_unsigned(
+        report.entries,
+        name=args.name,
+        version=args.version,
+        embedding_space=space,
+        expires_at=now_utc() + timedelta(days=args.expires_days),
+        dtype=args.dtype,
+    )
+    if args.key:
+        data, sig = sign_manifest(manifest, load_private_key(args.key))
+        write_bundle(args.out, data, chunks, sig)
+    else:
+        write_bundle(args.out, manifest.to_bytes(), chunks, None)
+    n_photos = sum(len(r.photos) for r in requests)
+    print(
+        f"bundle {args.out}: watchlist {args.name} v{args.version}, {manifest.entry_count} entries, "
+        f"{manifest.embedding_count} embeddings from {n_photos} photos ({len(report.rejected)} rejected), "
+        f"{len(chunks)} chunks, {'signed' if args.key else 'UNSIGNED: sign it with `edge watchlist sign`'}"
+    )
+    return 0 if report.entries else 1
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    manifest_bytes = (args.bundle / "manifest.json").read_bytes()
+    manifest = parse_manifest(manifest_bytes)
+    data, sig = sign_manifest(manifest, load_private_key(args.key))
+    (args.bundle / "manifest.json").write_bytes(data)
+    (args.bundle / "manifest.sig").write_bytes(sig)
+    print(f"signed {args.bundle} (watchlist {manifest.name} v{manifest.version}) with key {json.loads(data)['key_id']}")
+    return 0
+
+
+def verify_folder(
+    folder: Path, public_keys: list[Path], *, current_version: int | None, models_dir: Path | None, embedder: str | None
+) -> tuple[Any, list[str]]:
+    """Check a bundle folder as a device would; returns (manifest, notes) or raises BundleError."""
+    bundle = read_bundle(folder)
+    keys = trusted_keys(public_keys)
+    # Which local embedder to hold the bundle against: the one asked for, else one in the bundle's space.
+    offered = verify_signature(bundle.manifest_bytes, bundle.signature, keys)
+    spaces = _embedding_spaces(models_dir)
+    if embedder is not None:
+        if embedder not in spaces:
+            raise EdgeError(f"unknown embedder {embedder!r}; local embedders: {sorted(spaces)}")
+        wanted: str | None = spaces[embedder]
+    else:
+        matching = [n for n, s in spaces.items() if s == offered.embedding_space]
+        wanted = spaces[matching[0]] if matching else next(iter(spaces.values()), None)
+    manifest, _ = verify_bundle(bundle, keys, embedding_space=wanted, current_version=current_version)
+    embedder_names = [n for n, s in spaces.items() if s == manifest.embedding_space]
+    notes = [
+        f"signature verifies (key {manifest.key_id})",
+        f"{len(manifest.chunks)} chunks, hashes and sizes match, each under 1 MiB",
+        f"{manifest.entry_count} entries, {manifest.embedding_count} embeddings, {manifest.dimension}-d {manifest.dtype}",
+        f"expires {manifest.expires_at}",
+        f"embedding space matches local embedder {', '.join(embedder_names)}",
+    ]
+    if current_version is not None:
+        notes.append(f"version {manifest.version} is newer than {current_version}")
+    return manifest, notes
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        manifest, notes = verify_folder(
+            args.bundle,
+            args.public_key,
+            current_version=args.current_version,
+            models_dir=args.models_dir,
+            embedder=args.embedder,
+        )
+    except BundleError as exc:
+        print(f"REFUSED ({exc.reason}): {exc}")
+        return 1
+    print(f"OK: watchlist {manifest.name} v{manifest.version} would be applied")
+    for n in notes:
+        print(f"  {n}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    if args.bundle is not None:
+        bundle = read_bundle(args.bundle) if (args.bundle / "manifest.sig").exists() else _unsigned(args.bundle)
+        m = bundle.manifest()
+        print(json.dumps(json.loads(bundle.manifest_bytes), indent=2))
+        if args.entries:
+            for e in iter_entries(bundle):
+                print(f"{e.entry_id}\t{len(e.embeddings)} embeddings\t{e.label or ''}\t{e.expires_at or ''}")
+        print(f"{m.entry_count} entries in {len(m.chunks)} chunks; {len(bundle.chunks)} chunk files present")
+        return 0
+    from edge.config import load_settings
+    from edge.db import connect
+    from edge.watchlist.store import WatchlistStore
+
+    if args.config is None:
+        raise EdgeError("give a bundle folder or --config FILE")
+    settings = load_settings(args.config)
+    store = WatchlistStore(connect(settings.database))
+    info = store.current(settings.watchlist.name)
+    if info is None:
+        print(f"no watchlist {settings.watchlist.name!r} applied on this device yet")
+        return 1
+    print(json.dumps(info.__dict__, indent=2))
+    return 0
+
+
+def _unsigned(folder: Path) -> Bundle:
+    data = (folder / "manifest.json").read_bytes()
+    m = parse_manifest(data)
+    chunks = {i: (folder / r.file).read_bytes() for i, r in enumerate(m.chunks) if (folder / r.file).is_file()}
+    return Bundle(data, b"", chunks)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from edge.config import load_settings
+    from edge.db import connect
+    from edge.models import load_manifest
+    from edge.watchlist.store import WatchlistStore
+
+    settings = load_settings(args.config)
+    if not settings.watchlist.public_keys:
+        raise EdgeError(f"{args.config}: watchlist.public_keys is empty; the device trusts no key")
+    spec = load_manifest(settings.recognition.models_dir).get(settings.recognition.embedder, "embedder")
+    store = WatchlistStore(connect(settings.database))
+    try:
+        bundle = read_bundle(args.bundle)
+    except BundleError as exc:
+        result = store.refuse(settings.watchlist.name, None, None, exc)
+    else:
+        result = store.apply(
+            bundle,
+            trusted_keys(settings.watchlist.public_keys),
+            embedding_space=str(spec.extra.get("embedding_space", spec.sha256)),
+            expected_name=settings.watchlist.name,
+        )
+    if result.ok:
+        print(f"applied watchlist {result.name} v{result.version} ({result.entry_count} entries), was v{result.previous_version}")
+        return 0
+    print(f"REFUSED ({result.reason}): {result.message}")
+    return 1
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from edge.publish import (
+        BrokerError,
+        BrokerOptions,
+        chunk_topic,
+        connect_blocking,
+        make_client,
+        manifest_topic,
+        parse_host_port,
+    )
+
+    bundle = read_bundle(args.bundle)
+    m = bundle.manifest()
+    missing = [r.file for i, r in enumerate(m.chunks) if i not in bundle.chunks]
+    if missing:
+        raise BundleError(f"{args.bundle}: chunks missing: {', '.join(missing)}")
+    host, port = parse_host_port(args.broker)
+    password = args.password_file.read_text().strip() if args.password_file else None
+    opts = BrokerOptions(host, port, args.ca, args.cert, args.key, args.username, password, client_id="")
+    client = make_client(opts)
+    previous: dict[str, Any] = {}
+    seen = threading.Event()
+
+    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+        if msg.retain and msg.payload:
+            try:
+                previous["manifest"] = parse_manifest(json.loads(msg.payload)["manifest"].encode())
+            except (ValueError, KeyError, TypeError, BundleError):
+                log.warning("the retained manifest on %s is unreadable; not clearing old chunks", msg.topic)
+        seen.set()
+
+    client.on_message = on_message
+    connect_blocking(client, opts)
+    try:
+        client.subscribe(manifest_topic(m.name), qos=1)
+        seen.wait(args.previous_wait)
+        infos = [
+            client.publish(chunk_topic(m.name, m.version, i), data, qos=1, retain=True)
+            for i, data in sorted(bundle.chunks.items())
+        ]
+        payload = json.dumps(
+            {
+                "schema": "edge.watchlist-bundle/1",
+                "manifest": bundle.manifest_bytes.decode("utf-8"),
+                "signature": b64(bundle.signature),
+            }
+        )
+        infos.append(client.publish(manifest_topic(m.name), payload, qos=1, retain=True))
+        for info in infos:
+            info.wait_for_publish(timeout=60)
+            if not info.is_published():
+                raise BrokerError("broker did not acknowledge every publish within 60 s")
+        old = previous.get("manifest")
+        cleared = 0
+        if old is not None and old.version != m.version:
+            for i in range(len(old.chunks)):
+                client.publish(chunk_topic(m.name, old.version, i), b"", qos=1, retain=True).wait_for_publish(timeout=30)
+                cleared += 1
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    print(
+        f"published watchlist {m.name} v{m.version}: manifest and {len(bundle.chunks)} chunks (retained, QoS 1) "
+        f"to {host}:{port}" + (f"; cleared {cleared} retained chunks of v{old.version}" if old is not None and cleared else "")
+    )
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    wl = sub.add_parser("watchlist", help="build, sign, verify, publish and apply watchlist bundles")
+    wsub = wl.add_subparsers(dest="watchlist_command", required=True, metavar="ACTION")
+
+    p = wsub.add_parser("keygen", help="write an Ed25519 signing key pair (watchlist.key, watchlist.pub)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the two key files")
+    p.set_defaults(func=cmd_keygen)
+
+    from edge.cli import _recognition_args
+
+    p = wsub.add_parser("build", help="enrol photos through the device pipeline and write a bundle")
+    p.add_argument("--photos", type=Path, help="folder with one subfolder of photos per entry (folder name = entry_id)")
+    p.add_argument("--csv", type=Path, help="CSV entry_id,path[,label,case_ref,expires_at,threshold] instead of --photos")
+    p.add_argument("--name", required=True, help="watchlist name")
+    p.add_argument("--version", type=int, required=True, help="version number; devices refuse anything not newer")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    p.add_argument("--key", type=Path, help="private key to sign with (omit to sign elsewhere with `sign`)")
+    p.add_argument("--expires-days", type=float, default=30.0, help="bundle lifetime in days (default 30)")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="embedding storage (default float16)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _recognition_args(p)
+    p.set_defaults(func=cmd_build)
+
+    p = wsub.add_parser("sign", help="sign an unsigned bundle (offline signing key)")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--key", type=Path, required=True, help="private key (PKCS#8 PEM)")
+    p.set_defaults(func=cmd_sign)
+
+    p = wsub.add_parser("verify", help="check a bundle exactly as a device would; exit 0 only if it would apply")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--public-key", type=Path, action="append", required=True, help="trusted public key (repeatable)")
+    p.add_argument("--current-version", type=int, help="version the device holds: refuse replays and rollbacks")
+    p.add_argument("--embedder", help="require this local embedder's embedding space")
+    p.add_argument("--models-dir", type=Path, help="folder with models/manifest.json")
+    p.set_defaults(func=cmd_verify)
+
+    p = wsub.add_parser("show", help="print a bundle's manifest, or the watchlist a device holds")
+    p.add_argument("bundle", type=Path, nargs="?")
+    p.add_argument("--config", type=Path, help="device config: show its applied watchlist")
+    p.add_argument("--entries", action="store_true", help="also list entries")
+    p.set_defaults(func=cmd_show)
+
+    p = wsub.add_parser("publish", help="publish a bundle to the broker (retained, QoS 1)")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--broker", required=True, help="HOST:PORT")
+    p.add_argument("--ca", type=Path, help="CA certificate (enables TLS)")
+    p.add_argument("--cert", type=Path, help="client certificate")
+    p.add_argument("--key", type=Path, help="client certificate key")
+    p.add_argument("--username", help="MQTT username")
+    p.add_argument("--password-file", type=Path, help="file holding the MQTT password")
+    p.add_argument("--previous-wait", type=float, default=1.0, help="seconds to wait for the retained manifest")
+    p.set_defaults(func=cmd_publish)
+
+    p = wsub.add_parser("apply", help="apply a bundle to this device's store directly (no broker)")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--config", type=Path, required=True, help="device config (TOML)")
+    p.set_defaults(func=cmd_apply)
