@@ -37,7 +37,17 @@ def append(
     version: int | None = None,
     detail: dict[str, Any] | None = None,
 ) -> str:
-    """Append one record (inside the caller's transaction, if any); returns its hash."""
+    """Append one record inside the caller's transaction, or in one of its own; returns its hash."""
+    if not conn.in_transaction:
+        # The chain read and the insert must not interleave with another connection's append.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            h = append(conn, kind, outcome, watchlist=watchlist, version=version, detail=detail)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return h
     row = conn.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
     prev = row[0] if row else GENESIS
     ts = _now()
@@ -69,6 +79,20 @@ def records(conn: sqlite3.Connection, kind: str | None = None) -> list[AuditReco
         sql += " WHERE kind = ?"
         args = (kind,)
     return [AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in conn.execute(sql + " ORDER BY id", args)]
+
+
+def purge_older_than(conn: sqlite3.Connection, cutoff_iso: str) -> int:
+    """Delete whole records older than ``cutoff_iso`` (never edit one); the purge itself is audited."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        n = conn.execute("DELETE FROM audit WHERE ts < ?", (cutoff_iso,)).rowcount
+        if n:
+            append(conn, "audit.purged", "purged", detail={"records": n, "older_than": cutoff_iso})
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return int(n)
 
 
 def verify_chain(conn: sqlite3.Connection) -> int | None:

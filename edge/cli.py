@@ -116,9 +116,33 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import tempfile
+
     from edge.demo import run_demo
 
-    return run_demo(_analyser(args))
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="edge-demo-"))
+    return run_demo(_analyser(args), workdir, use_broker=not args.console)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.config import load_settings
+    from edge.daemon import Daemon
+
+    return Daemon(load_settings(args.config)).run()
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from edge.config import load_settings
+
+    settings = load_settings(args.config)
+    if args.config_command == "check":
+        print(f"{args.config}: valid ({len(settings.sources)} sources, watchlist {settings.watchlist.name})")
+        return 0
+    data = json.loads(settings.model_dump_json())
+    if data["mqtt"].get("password_file"):
+        data["mqtt"]["password_file"] = f"{data['mqtt']['password_file']} (contents not shown)"
+    print(json.dumps(data, indent=2))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,7 +181,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_watchlist(sub)
 
-    p = sub.add_parser("demo", help="recognition on the sample photos shipped with edge (no camera needed)")
+    p = sub.add_parser("run", help="run the device daemon (foreground; systemd runs it as edge.service)")
+    p.add_argument("--config", type=Path, required=True, help="device config (TOML); keys in the README")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("config", help="check or show a device config")
+    csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    for name, text in (("check", "validate; exit non-zero naming each bad key"), ("show", "print the effective settings")):
+        cp = csub.add_parser(name, help=text)
+        cp.add_argument("--config", type=Path, required=True, help="device config (TOML)")
+        cp.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("demo", help="the whole loop on sample data shipped with edge (no camera needed)")
+    p.add_argument("--workdir", type=Path, help="where to put the demo's keys, watchlist, clip and database")
+    p.add_argument("--console", action="store_true", help="print hits to the console even when a broker is running")
     _recognition_args(p)
     p.set_defaults(func=cmd_demo)
     return parser
@@ -170,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except EdgeError as exc:

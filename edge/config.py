@@ -6,12 +6,14 @@ the key's name instead of silently keeping a default.
 
 from __future__ import annotations
 
+import os
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from edge.errors import ConfigError
 
@@ -81,17 +83,152 @@ class WatchlistSettings(_Section):
     )
 
 
+class SourceSettings(_Section):
+    camera: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Camera name, as sent in hits and status.")
+    url: str = Field(
+        ...,
+        description="Where frames come from: a video file path, rtsp://..., a device index (0), a folder of images, "
+        "or 'picamera2' for the Raspberry Pi camera.",
+    )
+    stop_at_end: bool = Field(
+        False, description="File or folder sources: stop the daemon after the last frame's hits are delivered."
+    )
+    fps_cap: float | None = Field(None, gt=0, le=120, description="Process at most this many frames per second.")
+    width: int | None = Field(None, ge=64, le=7680, description="Requested capture width (camera sources).")
+    height: int | None = Field(None, ge=64, le=4320, description="Requested capture height (camera sources).")
+    reopen_max_backoff_s: float = Field(
+        30.0, gt=0, description="A failed source is reopened with back-off doubling up to this many seconds."
+    )
+
+
+class TlsSettings(_Section):
+    ca: Path = Field(..., description="CA certificate (PEM) that signed the broker's certificate.")
+    cert: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS; its CN is the device id.")
+    key: Path | None = Field(None, description="Private key of the client certificate.")
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> TlsSettings:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls.cert and tls.key go together: give both or neither")
+        return self
+
+
+class MqttSettings(_Section):
+    enabled: bool = Field(True, description="false: print hits to the console instead of publishing (demo, bench).")
+    host: str = Field("127.0.0.1", description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is the usual TLS port).")
+    tls: TlsSettings | Literal[False] = Field(False, description="false, or a table with ca, cert, key.")
+    username: str | None = Field(None, description="MQTT username; by convention the device id.")
+    password_file: Path | None = Field(
+        None,
+        description="File holding the MQTT password; empty = $CREDENTIALS_DIRECTORY/mqtt-password when systemd "
+        "passes credentials.",
+    )
+    keepalive_s: int = Field(30, ge=5, le=600, description="MQTT keepalive; the last will fires after ~1.5x this.")
+    status_interval_s: float = Field(30.0, ge=1, description="Seconds between status heartbeats.")
+    max_inflight: int = Field(50, ge=1, le=1000, description="Hits sent but not yet acknowledged, at most.")
+
+    def password(self) -> str | None:
+        path = self.password_file
+        if path is None:
+            creds = os.environ.get("CREDENTIALS_DIRECTORY")
+            if creds and (Path(creds) / "mqtt-password").is_file():
+                path = Path(creds) / "mqtt-password"
+        if path is None:
+            return None
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"mqtt.password_file: cannot read {path} ({exc.strerror or exc})") from exc
+
+
+class TrackingSettings(_Section):
+    iou_match: float = Field(0.3, gt=0, lt=1, description="Overlap needed to continue a track in the next frame.")
+    max_gap_s: float = Field(1.0, gt=0, description="A track not seen for this long ends.")
+    min_frames: int = Field(2, ge=1, le=50, description="Frames that must agree on the same entry before a track raises a hit.")
+    single_frame_margin: float = Field(
+        0.08,
+        ge=0,
+        le=1,
+        description="A track that only ever had one frame (a still image) may still hit if its score clears the "
+        "threshold by this much.",
+    )
+    realert_s: float = Field(
+        60.0, ge=0, description="Cooldown per (camera, entry) across tracks: no second hit within this many seconds."
+    )
+
+
+class OutboxSettings(_Section):
+    max_rows: int = Field(200_000, ge=100, description="Undelivered messages kept at most; the oldest go first.")
+    max_age_days: float = Field(14.0, gt=0, description="Undelivered messages older than this are dropped (and audited).")
+
+
+class PrivacySettings(_Section):
+    thumbnails: bool = Field(
+        False,
+        description="Send a face-crop JPEG of each hit. Off by default: it puts a face image of the person "
+        "(possibly a false match) on the broker and in every subscriber's store.",
+    )
+    thumbnail_px: int = Field(112, ge=48, le=256, description="Thumbnail size in pixels.")
+    retention_days: float = Field(
+        30.0, gt=0, description="Delivered hits and audit records older than this are purged (the purge is audited)."
+    )
+
+
+class DaemonSettings(_Section):
+    queue_frames: int = Field(4, ge=1, le=64, description="Frames waiting for the pipeline; live sources drop the oldest.")
+    drain_timeout_s: float = Field(
+        600.0, ge=0, description="stop_at_end: how long to wait for the broker to take the last hits before exiting."
+    )
+    watchdog_stall_s: float = Field(
+        60.0, gt=0, description="No pipeline progress for this long stops the systemd watchdog pings."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGE_", env_nested_delimiter="__", extra="forbid")
 
     device_id: str = Field("edge-dev", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Device identity (MQTT username).")
-    data_dir: Path = Field(Path("/var/lib/edge"), description="Where the device keeps its SQLite stores.")
+    data_dir: Path = Field(Path("/var/lib/edge"), description="Where the device keeps its SQLite database.")
+    sources: list[SourceSettings] = Field(default_factory=list, description="Cameras ([[sources]] tables).")
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker connection.")
     recognition: RecognitionSettings = Field(default_factory=RecognitionSettings, description="Recognition pipeline.")
     watchlist: WatchlistSettings = Field(default_factory=WatchlistSettings, description="Watchlist sync and trust.")
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings, description="Tracking and alert policy.")
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="Store-and-forward of hits.")
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings, description="Data minimisation.")
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings, description="Daemon behaviour.")
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> Settings:
+        names = [s.camera for s in self.sources]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"sources: camera names must be unique, repeated: {dup}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment over the file, so a systemd drop-in can override one key without editing the file.
+        path = _TOML_PATH.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
 
     @property
     def database(self) -> Path:
         return self.data_dir / "edge.db"
+
+
+_TOML_PATH: ContextVar[Path | None] = ContextVar("edge_toml_path", default=None)
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
@@ -106,20 +243,23 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 
 
 def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
-    """Settings from a TOML file (if given), ``EDGE_*`` variables and keyword overrides."""
-    data: dict[str, Any] = {}
+    """Settings from ``EDGE_*`` variables over a TOML file (if given), with keyword overrides on top."""
     source = "defaults"
     if path is not None:
         path = Path(path)
         source = str(path)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ConfigError(f"configuration file {path} not found") from exc
+        except OSError as exc:
+            raise ConfigError(f"configuration file {path} cannot be read ({exc.strerror or exc})") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
-    data.update(overrides)
+    token = _TOML_PATH.set(path)
     try:
-        return Settings(**data)
+        return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from exc
+    finally:
+        _TOML_PATH.reset(token)

@@ -69,7 +69,21 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    # Undelivered messages (hits, watchlist acks): a row is deleted only when the broker acknowledged it.
+    db.table("outbox").create(
+        {"event_id": str, "topic": str, "payload": bytes, "kind": str, "created": float, "attempts": int, "last_error": str},
+        pk="event_id",
+        not_null={"topic", "payload", "kind", "created"},
+        defaults={"attempts": 0},
+    )
+    db.table("outbox").create_index(["created"])
+    db.table("counters").create({"name": str, "value": int}, pk="name")
+    # Every event id ever stored (purged with the retention): a hit produced again after a crash is not re-sent.
+    db.table("events").create({"event_id": str, "created": float}, pk="event_id", not_null={"created"})
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 
 
 def connect(path: Path | str) -> sqlite3.Connection:

@@ -84,12 +84,12 @@ class Match:
     entry_id: str
     label: str | None
     score: float  # raw cosine similarity
-    second_score: float  # best score of any other entry (-1 when there is none)
+    second_score: float | None  # best score of any other entry (None when there is none)
     entry_threshold: float | None
 
     @property
-    def margin(self) -> float:
-        return self.score - self.second_score
+    def margin(self) -> float | None:
+        return None if self.second_score is None else self.score - self.second_score
 
 
 class Matcher:
@@ -262,7 +262,7 @@ class Matcher:
                         entry_id=eid,
                         label=self.labels[best],
                         score=best_score,
-                        second_score=second_score if second is not None else -1.0,
+                        second_score=second_score if second is not None else None,
                         entry_threshold=None if math.isnan(thr) else float(thr),
                     )
             pending = retry

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
 
-from edge.errors import FrameError, ImageDecodeError
+from edge.errors import EdgeError, FrameError, ImageDecodeError
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +68,152 @@ def check_frame(image: object) -> np.ndarray:
     if image.shape[0] < 16 or image.shape[1] < 16:
         raise FrameError(f"frame too small to hold a face: {image.shape[1]}x{image.shape[0]}")
     return np.ascontiguousarray(image)
+
+
+# --- frame sources ------------------------------------------------------------------------------
+
+
+class SourceError(EdgeError):
+    """A frame source cannot be opened or stopped delivering frames."""
+
+
+class FrameSource(Protocol):
+    """Where frames come from. ``read`` returns None at the end of a finite source (file, folder)."""
+
+    camera: str
+    live: bool  # a live source drops the oldest frames when the pipeline falls behind; a file waits
+    media_fps: float | None  # frames per second of a recorded source (for its timestamps)
+
+    def open(self) -> None: ...
+
+    def read(self) -> np.ndarray | None: ...
+
+    def close(self) -> None: ...
+
+
+class OpenCVSource:
+    """A video file, an RTSP/HTTP stream or a V4L2 device index, through OpenCV."""
+
+    def __init__(self, camera: str, url: str, width: int | None = None, height: int | None = None) -> None:
+        self.camera = camera
+        self.url = url
+        self.width, self.height = width, height
+        self.is_file = not url.isdigit() and "://" not in url
+        self.live = not self.is_file
+        self.media_fps: float | None = None
+        self._cap: cv2.VideoCapture | None = None
+
+    def open(self) -> None:
+        if self.is_file and not Path(self.url).is_file():
+            raise SourceError(f"camera {self.camera}: video file {self.url} not found")
+        cap = cv2.VideoCapture(int(self.url) if self.url.isdigit() else self.url)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"camera {self.camera}: cannot open {self.url}")
+        if self.width and self.height:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.media_fps = float(fps) if fps and 1 <= fps <= 240 else 25.0
+        self._cap = cap
+
+    def read(self) -> np.ndarray | None:
+        if self._cap is None:
+            raise SourceError(f"camera {self.camera}: not open")
+        ok, frame = self._cap.read()
+        if not ok or frame is None:
+            if self.is_file:
+                return None
+            raise SourceError(f"camera {self.camera}: stream {self.url} stopped delivering frames")
+        return np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class FolderSource:
+    """A folder of still images in name order: recorded frames, or photos to screen."""
+
+    def __init__(self, camera: str, folder: Path, fps: float = 1.0) -> None:
+        self.camera = camera
+        self.folder = folder
+        self.live = False
+        self.media_fps: float | None = fps
+        self._files: list[Path] = []
+        self._pos = 0
+
+    def open(self) -> None:
+        if not self.folder.is_dir():
+            raise SourceError(f"camera {self.camera}: folder {self.folder} not found")
+        self._files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self._pos = 0
+
+    def read(self) -> np.ndarray | None:
+        while self._pos < len(self._files):
+            path = self._files[self._pos]
+            self._pos += 1
+            try:
+                return load_image(path)
+            except ImageDecodeError as exc:
+                log.warning("camera %s: skipped frame: %s", self.camera, exc)
+        return None
+
+    def close(self) -> None:
+        self._files = []
+
+
+class PiCameraSource:
+    """The Raspberry Pi camera through picamera2 (imported here only: it exists only on Raspberry Pi OS)."""
+
+    def __init__(self, camera: str, width: int | None, height: int | None) -> None:
+        self.camera = camera
+        self.live = True
+        self.media_fps: float | None = None
+        self.size = (width or 1920, height or 1080)
+        self._cam: object | None = None
+
+    def open(self) -> None:
+        try:
+            from picamera2 import Picamera2
+        except ImportError as exc:
+            raise SourceError(
+                f"camera {self.camera}: picamera2 is not installed (Raspberry Pi OS: apt install python3-picamera2)"
+            ) from exc
+        try:
+            cam = Picamera2()
+            cam.configure(cam.create_video_configuration(main={"size": self.size, "format": "RGB888"}))
+            cam.start()
+        except Exception as exc:  # picamera2 raises bare RuntimeErrors and libcamera errors
+            raise SourceError(f"camera {self.camera}: cannot start the Pi camera ({exc})") from exc
+        self._cam = cam
+
+    def read(self) -> np.ndarray | None:
+        if self._cam is None:
+            raise SourceError(f"camera {self.camera}: not open")
+        try:
+            frame = self._cam.capture_array()  # type: ignore[attr-defined]
+        except Exception as exc:
+            raise SourceError(f"camera {self.camera}: capture failed ({exc})") from exc
+        # picamera2's "RGB888" is BGR in memory order.
+        return np.ascontiguousarray(frame[:, :, 2::-1])
+
+    def close(self) -> None:
+        if self._cam is not None:
+            try:
+                self._cam.stop()  # type: ignore[attr-defined]
+                self._cam.close()  # type: ignore[attr-defined]
+            finally:
+                self._cam = None
+
+
+def make_source(
+    camera: str, url: str, *, width: int | None = None, height: int | None = None, fps: float | None = None
+) -> FrameSource:
+    """The source a config's ``url`` names: 'picamera2', a folder, or anything OpenCV opens."""
+    if url == "picamera2":
+        return PiCameraSource(camera, width, height)
+    if Path(url).is_dir():
+        return FolderSource(camera, Path(url), fps or 1.0)
+    return OpenCVSource(camera, url, width, height)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -35,6 +36,8 @@ class Broker:
             "persistence true\n"
             f"persistence_location {persistence}/\n"
             "autosave_interval 1\n"
+            # Run as whoever runs the tests: as root, mosquitto would switch to a user who cannot write here.
+            f"user {getpass.getuser()}\n"
             f"{self.extra_conf}"
         )
         log = (self.workdir / f"mosquitto-{self.port}.log").open("ab")

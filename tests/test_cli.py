@@ -106,7 +106,9 @@ def test_every_subcommand_has_help() -> None:
         assert (proc.returncode == 0 and "--manifest" in proc.stdout) or cmd == "bench"
 
 
-def test_the_demo_on_shipped_samples_makes_every_decision_right(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo"]) == 0
+def test_the_demo_runs_the_whole_loop_on_shipped_samples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--console", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "HIT astronaut" in out and "no match" in out and "all decisions right" in out
+    hits = [json.loads(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("edge/v1/demo-pole/hits ")]
+    assert [h["entry_id"] for h in hits] == ["case-0001"]

@@ -33,6 +33,7 @@ def test_results_equal_an_exact_float32_search_within_float16_precision() -> Non
             assert match is not None
             top2 = np.sort(exact[q])[::-1][:2]
             assert match.entry_id == f"e{int(np.argmax(exact[q]))}"
+            assert match.second_score is not None and match.margin is not None
             assert abs(match.score - top2[0]) < 2e-3 and abs(match.second_score - top2[1]) < 2e-3
             assert abs(match.margin - (top2[0] - top2[1])) < 4e-3
 
@@ -46,7 +47,7 @@ def test_an_entry_scores_the_best_of_its_embeddings_and_the_runner_up_is_another
     [match] = m.search(q[None])
     assert match is not None and match.entry_id == "e0" and match.label == "label 0"
     assert match.score > 0.99
-    assert 0.5 < match.second_score < match.score  # e1, not another embedding of e0
+    assert match.second_score is not None and 0.5 < match.second_score < match.score  # e1, not another embedding of e0
 
 
 def test_per_entry_threshold_travels_with_the_match() -> None:
@@ -69,7 +70,7 @@ def test_several_faces_are_scored_in_one_pass() -> None:
 def test_a_single_entry_watchlist_has_no_runner_up() -> None:
     v = unit(np.random.default_rng(4), 1)
     [match] = build([v]).search(v)
-    assert match is not None and match.second_score == -1.0
+    assert match is not None and match.second_score is None and match.margin is None
 
 
 def test_the_holder_swaps_in_a_new_version() -> None:

@@ -1,0 +1,343 @@
+"""``edge run``: capture → detect → quality → align → embed → match → track → outbox → MQTT.
+
+The pipeline runs on the main thread; capture, MQTT and watchlist sync have their own.
+Hits are committed to the outbox before anything is sent. Only hits leave the process:
+faces that match no entry are dropped after matching, without a log line, a file or a byte
+on the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import signal
+import statistics
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge import __version__, audit
+from edge.analyze import FaceAnalyser
+from edge.capture import CapturedFrame, SourceRunner
+from edge.config import Settings
+from edge.db import connect
+from edge.errors import ConfigError
+from edge.health import cpu_temperature_c, sd_notify, watchdog_interval_s
+from edge.match import Matcher, MatcherHolder
+from edge.outbox import Outbox
+from edge.publish import BrokerOptions, ConsoleSink, Publisher, ack_topic, hits_topic
+from edge.track import Decision, Observation, Tracker
+from edge.watchlist.bundle import format_time, trusted_keys
+from edge.watchlist.store import WatchlistStore
+from edge.watchlist.sync import WatchlistSync
+
+log = logging.getLogger(__name__)
+
+EVENT_NAMESPACE = uuid.UUID("5f0c6d1e-6b1e-4e59-9a57-3f4f1b2f7a10")
+
+
+def iso(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return format_time(datetime.fromtimestamp(ts, UTC))
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        if not settings.sources:
+            raise ConfigError("no [[sources]] configured: nothing to watch")
+        self.s = settings
+        self.started = time.time()
+        self.stop_event = threading.Event()
+        self.analyser = FaceAnalyser.from_settings(settings.recognition)
+        self.embedder_spec = self.analyser.embedder
+        self.outbox = Outbox(settings.database, max_rows=settings.outbox.max_rows, max_age_s=settings.outbox.max_age_days * 86400)
+        self.store = WatchlistStore(connect(settings.database))  # the main thread's own connection
+        self.holder = MatcherHolder(Matcher.from_store(self.store, settings.watchlist.name))
+        self.tracker = Tracker(settings.tracking)
+        self.wake = threading.Condition()
+        self.runners = [SourceRunner(src, settings.daemon.queue_frames, self.wake) for src in settings.sources]
+        self.fingerprints = {r.camera: r.fingerprint() for r in self.runners if not r.live}
+        self.stage_ms: dict[str, deque[float]] = {k: deque(maxlen=200) for k in ("detect", "align", "embed", "match")}
+        self.frame_times: deque[float] = deque(maxlen=100)
+        self.last_progress = time.monotonic()
+        self.last_error: str | None = None
+        self.hits = 0
+        keys = trusted_keys(settings.watchlist.public_keys) if settings.watchlist.public_keys else {}
+        if not keys:
+            log.warning("watchlist.public_keys is empty: no watchlist bundle can be applied")
+        self.sync = WatchlistSync(
+            settings.database,
+            name=settings.watchlist.name,
+            keys=keys,
+            embedding_space=self.embedder_spec.embedding_space,
+            timeout_s=settings.watchlist.assemble_timeout_s,
+            on_applied=self.holder.swap,
+            send_ack=self._queue_ack,
+        )
+        m = settings.mqtt
+        if m.enabled:
+            tls = m.tls if m.tls is not False else None
+            opts = BrokerOptions(
+                host=m.host,
+                port=m.port,
+                ca=tls.ca if tls else None,
+                cert=tls.cert if tls else None,
+                key=tls.key if tls else None,
+                username=m.username or settings.device_id,
+                password=m.password(),
+                client_id=settings.device_id,
+                keepalive=m.keepalive_s,
+            )
+            self.publisher: Publisher | ConsoleSink = Publisher(
+                opts,
+                device_id=settings.device_id,
+                outbox=self.outbox,
+                subscriptions=self.sync.topics(),
+                on_message=self.sync.handle,
+                max_inflight=m.max_inflight,
+            )
+        else:
+            self.publisher = ConsoleSink(self.outbox)
+
+    # --- messages ---
+
+    def _queue_ack(self, ack: dict[str, Any]) -> None:
+        ack["device_id"] = self.s.device_id
+        self.outbox.add(str(uuid.uuid4()), ack_topic(self.s.device_id), json.dumps(ack).encode(), kind="ack")
+        self.publisher.kick()
+
+    def _event_id(self, d: Decision) -> str:
+        fp = self.fingerprints.get(d.track.camera)
+        if fp is None:
+            return str(uuid.uuid4())
+        # A recording replayed after a crash yields the same ids, so its hits are not sent twice.
+        return str(uuid.uuid5(EVENT_NAMESPACE, f"{self.s.device_id}/{d.track.camera}/{fp}/{d.track.track_id}/{d.entry_id}"))
+
+    def _hit_payload(self, d: Decision, matcher: Matcher, event_id: str) -> dict[str, Any]:
+        b = d.best
+        assert b.match is not None
+        q = b.quality
+        payload: dict[str, Any] = {
+            "schema": "edge.hit/1",
+            "event_id": event_id,
+            "device_id": self.s.device_id,
+            "camera": d.track.camera,
+            "track_id": d.track.track_id,
+            "first_seen": iso(d.track.first.wall),
+            "last_seen": iso(d.track.last.wall),
+            "entry_id": d.entry_id,
+            "score": round(b.match.score, 4),
+            "threshold": round(b.threshold, 4),
+            "margin": None if b.match.margin is None else round(b.match.margin, 4),
+            "frames_matched": d.frames_matched,
+            "face": {
+                "bbox": [round(float(v), 1) for v in b.box],
+                "size_px": round(q.size_px, 1),
+                "sharpness": round(q.sharpness, 1),
+                "yaw": round(q.yaw, 1),
+                "detector_score": round(q.detector_score, 3),
+            },
+            "watchlist": {"name": matcher.name, "version": matcher.version, "sha256": matcher.sha256},
+            "models": {"detector": self.analyser.detector.model.spec.sha256, "embedder": self.embedder_spec.sha256},  # type: ignore[attr-defined]
+            "review": "candidate",
+        }
+        if b.match.label:
+            payload["label"] = b.match.label
+        if self.s.privacy.thumbnails and b.crop is not None:
+            px = self.s.privacy.thumbnail_px
+            crop = cv2.resize(b.crop, (px, px), interpolation=cv2.INTER_AREA)
+            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+            if ok:
+                payload["thumbnail_jpeg_b64"] = base64.b64encode(jpeg.tobytes()).decode("ascii")
+        return payload
+
+    def _emit(self, decisions: list[Decision]) -> None:
+        matcher = self.holder.matcher
+        if matcher is None:
+            return
+        for d in decisions:
+            event_id = self._event_id(d)
+            payload = self._hit_payload(d, matcher, event_id)
+            stored = self.outbox.add(
+                event_id,
+                hits_topic(self.s.device_id),
+                json.dumps(payload, separators=(",", ":")).encode(),
+                kind="hit",
+                audit_detail={"entry_id": d.entry_id, "camera": d.track.camera, "score": payload["score"]},
+                watchlist=matcher.name,
+                version=matcher.version,
+            )
+            if stored:
+                self.hits += 1
+                log.info(
+                    "HIT camera %s entry %s score %.3f (threshold %.3f, %d frames), event %s",
+                    d.track.camera, d.entry_id, payload["score"], payload["threshold"], d.frames_matched, event_id,
+                )  # fmt: skip
+            d.best.crop = None
+        if decisions:
+            self.publisher.kick()
+
+    # --- pipeline ---
+
+    def process(self, item: CapturedFrame) -> None:
+        a = self.analyser
+        a.timings.clear()
+        faces = [f for f in a.analyse(item.image) if f.passed_gate]
+        for stage in ("detect", "align", "embed"):
+            for v in a.timings.get(stage, []):
+                self.stage_ms[stage].append(v)
+        matcher = self.holder.matcher
+        observations = []
+        if faces and matcher is not None:
+            t0 = time.perf_counter()
+            matches = matcher.search(np.stack([f.embedding for f in faces]))
+            self.stage_ms["match"].append((time.perf_counter() - t0) * 1000.0)
+            keep_crops = self.s.privacy.thumbnails
+            for f, m in zip(faces, matches, strict=True):
+                thr = a.threshold.for_face(f.quality, m.entry_threshold if m else None)
+                observations.append(
+                    Observation(f.detection.box, f.quality, m, thr, item.index, item.t, item.wall, f.crop if keep_crops else None)
+                )
+        # Embeddings and crops of faces that matched no one go out of scope here.
+        self._emit(self.tracker.update(item.camera, item.t, observations))
+        self.frame_times.append(time.monotonic())
+
+    def _next_frame(self, timeout: float) -> CapturedFrame | None:
+        deadline = time.monotonic() + timeout
+        with self.wake:
+            while True:
+                for r in self.runners:
+                    if r.frames:
+                        item = r.frames.popleft()
+                        self.wake.notify_all()
+                        return item
+                left = deadline - time.monotonic()
+                if left <= 0 or self.stop_event.is_set():
+                    return None
+                self.wake.wait(timeout=left)
+
+    def _all_ended(self) -> bool:
+        return all(r.ended.is_set() and not r.frames for r in self.runners) and all(r.settings.stop_at_end for r in self.runners)
+
+    # --- status ---
+
+    def status(self, state: str = "online") -> dict[str, Any]:
+        now = time.monotonic()
+        recent = [t for t in self.frame_times if now - t < 10]
+        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        ob = self.outbox.stats()
+        m = self.holder.matcher
+        info = self.store.current(self.s.watchlist.name)
+        errors = [e for e in (self.last_error, self.publisher.last_error, self.sync.last_error) if e]
+        return {
+            "schema": "edge.status/1",
+            "device_id": self.s.device_id,
+            "state": state,
+            "ts": iso(time.time()),
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started, 1),
+            "fps": round(fps, 2),
+            "latency_ms": {k: round(statistics.median(v), 2) if v else None for k, v in self.stage_ms.items()},
+            "outbox": {"depth": ob.depth, "oldest_age_s": ob.oldest_age_s, "dropped": ob.dropped, "failed": ob.failed_publishes},
+            "hits": self.hits,
+            "watchlist": {
+                "name": self.s.watchlist.name,
+                "version": m.version if m else None,
+                "sha256": m.sha256 if m else None,
+                "entries": m.entry_count if m else 0,
+                "expires_at": info.expires_at if info else None,
+                "last_sync": self.sync.last_sync or (info.applied_at if info else None),
+            },
+            "models": {"detector": self.analyser.detector.model.spec.sha256, "embedder": self.embedder_spec.sha256},  # type: ignore[attr-defined]
+            "accelerator": self.analyser.detector.model.accelerator,  # type: ignore[attr-defined]
+            "cpu_temp_c": cpu_temperature_c(),
+            "cameras": [r.status() for r in self.runners],
+            "last_error": errors[0] if errors else None,
+        }
+
+    # --- run ---
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        self.sync.start()
+        self.publisher.start()
+        for r in self.runners:
+            r.start()
+        wd = watchdog_interval_s()
+        threading.Thread(target=self._watchdog, args=(wd,), name="watchdog", daemon=True).start()
+        sd_notify("READY=1")
+        log.info("edge %s running: device %s, %d sources, watchlist %s", __version__, self.s.device_id, len(self.runners),
+                 f"v{self.holder.matcher.version}" if self.holder.matcher else "none yet")  # fmt: skip
+        next_status = 0.0
+        next_purge = time.monotonic() + 60
+        code = 0
+        while not self.stop_event.is_set():
+            item = self._next_frame(timeout=0.5)
+            self.last_progress = time.monotonic()
+            if item is not None:
+                try:
+                    self.process(item)
+                except Exception as exc:  # one bad frame must not stop the device
+                    self.last_error = f"frame {item.index} of {item.camera}: {exc}"
+                    log.exception("pipeline error on %s frame %d", item.camera, item.index)
+            else:
+                for r in self.runners:
+                    if r.live:
+                        self._emit(self.tracker.update(r.camera, time.monotonic(), []))
+                if self._all_ended():
+                    code = self._finish_recordings()
+                    break
+            now = time.monotonic()
+            if now >= next_status:
+                self.publisher.publish_status(self.status())
+                next_status = now + self.s.mqtt.status_interval_s
+            if now >= next_purge:
+                self._purge()
+                next_purge = now + 3600
+        self._shutdown()
+        return code
+
+    def _finish_recordings(self) -> int:
+        self._emit(self.tracker.finish())
+        log.info("all recordings ended; waiting up to %.0fs for the broker to take the last hits", self.s.daemon.drain_timeout_s)
+        if self.publisher.wait_drained(self.s.daemon.drain_timeout_s):
+            log.info("every hit delivered (%d this run)", self.hits)
+            return 0
+        log.error("%d messages still undelivered; they stay in the outbox for the next start", self.outbox.stats().depth)
+        return 1
+
+    def _purge(self) -> None:
+        keep_s = self.s.privacy.retention_days * 86400
+        cutoff = iso(time.time() - keep_s)
+        n = audit.purge_older_than(self.store.conn, cutoff)
+        self.outbox.purge_events(keep_s)
+        if n:
+            log.info("retention: purged %d audit records older than %s", n, cutoff)
+
+    def _shutdown(self) -> None:
+        sd_notify("STOPPING=1")
+        for r in self.runners:
+            r.stop()
+        if self.stop_event.is_set():
+            self._emit(self.tracker.finish())
+            self.publisher.wait_drained(5.0)
+        self.sync.stop()
+        self.publisher.stop(offline_payload=self.status("offline"))
+        log.info("stopped; %d messages wait in the outbox", self.outbox.stats().depth)
+
+    def _watchdog(self, interval: float | None) -> None:
+        if interval is None:
+            return
+        while not self.stop_event.wait(interval):
+            if time.monotonic() - self.last_progress < self.s.daemon.watchdog_stall_s:
+                sd_notify("WATCHDOG=1")
+            else:
+                log.error("pipeline stalled for %.0fs; withholding the watchdog ping", time.monotonic() - self.last_progress)

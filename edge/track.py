@@ -1,0 +1,179 @@
+"""Tracking and the alert policy: faces linked across frames, one identity decision per track.
+
+A face in one frame is an observation; observations that overlap from frame to frame form
+a track. A track raises a hit for a watchlist entry only when several of its frames agree on
+that entry above the threshold (not one lucky frame), at most once per (track, entry), and
+not again for the same (camera, entry) within the cooldown, so a split or re-entered track
+does not alert twice. A track seen in a single frame only (a still image) may hit when its
+score clears the threshold by a margin. Nothing about faces that matched no one is kept
+beyond the box needed to follow them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.config import TrackingSettings
+from edge.match import Match
+from edge.quality import Quality
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Observation:
+    """One gated face in one frame, with its best watchlist match (if any) and the threshold it faces."""
+
+    box: np.ndarray  # x, y, w, h in frame pixels
+    quality: Quality
+    match: Match | None
+    threshold: float
+    frame_index: int
+    t: float  # source time (media time for recordings, monotonic for live cameras)
+    wall: float  # wall-clock seconds
+    crop: np.ndarray | None = None  # aligned face, kept only while it is the best hit frame of a track
+
+    @property
+    def is_hit(self) -> bool:
+        return self.match is not None and self.match.score >= self.threshold
+
+
+@dataclass
+class Track:
+    track_id: str
+    camera: str
+    first: Observation
+    last: Observation
+    frames: int = 1
+    votes: dict[str, list[Observation]] = field(default_factory=dict)
+    alerted: set[str] = field(default_factory=set)
+
+    def add(self, obs: Observation) -> None:
+        self.last = obs
+        self.frames += 1
+        self._vote(obs)
+
+    def _vote(self, obs: Observation) -> None:
+        if not obs.is_hit or obs.match is None:
+            obs.crop = None  # nothing of a face that matched no one is kept
+            return
+        votes = self.votes.setdefault(obs.match.entry_id, [])
+        if votes:
+            # Keep only the best frame's crop per entry (for an optional thumbnail).
+            best = max(votes, key=_score)
+            if _score(obs) > _score(best):
+                best.crop = None
+            else:
+                obs.crop = None
+        votes.append(obs)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A track's hit on one entry: the frames that agreed, and the best of them."""
+
+    track: Track
+    entry_id: str
+    best: Observation
+    frames_matched: int
+
+
+def _score(o: Observation) -> float:
+    return o.match.score if o.match is not None else -1.0
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
+    ih = max(0.0, min(ay2, by2) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+class Tracker:
+    def __init__(self, settings: TrackingSettings) -> None:
+        self.s = settings
+        self.tracks: dict[str, list[Track]] = {}
+        self._last_alert: dict[tuple[str, str], float] = {}
+        self._ids = itertools.count(1)
+
+    def active(self, camera: str) -> list[Track]:
+        return self.tracks.get(camera, [])
+
+    def update(self, camera: str, t: float, observations: list[Observation]) -> list[Decision]:
+        """Link this frame's faces to tracks; return the hits decided by this frame (and by tracks that ended)."""
+        decisions = self._expire(camera, t)
+        tracks = self.tracks.setdefault(camera, [])
+        pairs = sorted(
+            ((iou(tr.last.box, ob.box), ti, oi) for ti, tr in enumerate(tracks) for oi, ob in enumerate(observations)),
+            reverse=True,
+        )
+        used_t: set[int] = set()
+        used_o: set[int] = set()
+        touched: list[Track] = []
+        for score, ti, oi in pairs:
+            if score < self.s.iou_match or ti in used_t or oi in used_o:
+                continue
+            used_t.add(ti)
+            used_o.add(oi)
+            tracks[ti].add(observations[oi])
+            touched.append(tracks[ti])
+        for oi, ob in enumerate(observations):
+            if oi in used_o:
+                continue
+            tr = Track(track_id=f"{camera}-{ob.frame_index}-{next(self._ids)}", camera=camera, first=ob, last=ob)
+            tr._vote(ob)
+            tracks.append(tr)
+            touched.append(tr)
+        for tr in touched:
+            decisions.extend(self._decide(tr, final=False))
+        return decisions
+
+    def finish(self, camera: str | None = None) -> list[Decision]:
+        """End every track (of one camera, or all): the end of a recording."""
+        out: list[Decision] = []
+        for cam in [camera] if camera is not None else list(self.tracks):
+            for tr in self.tracks.pop(cam, []):
+                out.extend(self._decide(tr, final=True))
+        return out
+
+    def _expire(self, camera: str, t: float) -> list[Decision]:
+        out: list[Decision] = []
+        keep = []
+        for tr in self.tracks.get(camera, []):
+            if t - tr.last.t > self.s.max_gap_s:
+                out.extend(self._decide(tr, final=True))
+            else:
+                keep.append(tr)
+        self.tracks[camera] = keep
+        return out
+
+    def _decide(self, tr: Track, *, final: bool) -> list[Decision]:
+        matched = sum(len(v) for v in tr.votes.values())
+        out = []
+        for entry_id, obs in tr.votes.items():
+            if entry_id in tr.alerted:
+                continue
+            agreed = len(obs) >= self.s.min_frames and 2 * len(obs) > matched
+            single = final and tr.frames == 1 and obs[0].match is not None
+            if single:
+                single = obs[0].match.score >= obs[0].threshold + self.s.single_frame_margin  # type: ignore[union-attr]
+            if not (agreed or single):
+                continue
+            tr.alerted.add(entry_id)
+            best = max(obs, key=_score)
+            key = (tr.camera, entry_id)
+            last = self._last_alert.get(key)
+            if last is not None and best.t - last < self.s.realert_s:
+                log.info(
+                    "track %s: hit on %s within the %.0fs cooldown; not raised again", tr.track_id, entry_id, self.s.realert_s
+                )
+                continue
+            self._last_alert[key] = best.t
+            out.append(Decision(tr, entry_id, best, len(obs)))
+        return out

@@ -1,0 +1,60 @@
+"""A real MQTT subscriber for tests: a persistent session, so messages sent while it is away are kept for it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+
+class Subscriber:
+    def __init__(self, port: int, topics: list[str], client_id: str = "test-central") -> None:
+        self.port = port
+        self.topics = topics
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+
+    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
+        for t in self.topics:
+            client.subscribe(t, qos=1)
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def connect(self) -> Subscriber:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 3600
+        self._subscribed.clear()
+        self.client.connect("127.0.0.1", self.port, clean_start=False, properties=props)
+        self.client.loop_start()
+        assert self._subscribed.wait(5), "subscription not acknowledged"
+        return self
+
+    def disconnect(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def json(self, suffix: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix) and p]
+
+    def wait_for(self, suffix: str, count: int = 1, timeout: float = 30.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.json(suffix)
+            if len(got) >= count:
+                return got
+            time.sleep(0.1)
+        return self.json(suffix)
