@@ -159,7 +159,9 @@ class Tracker:
         for entry_id, obs in tr.votes.items():
             if entry_id in tr.alerted:
                 continue
-            agreed = len(obs) >= self.s.min_frames and 2 * len(obs) > matched
+            # Clearly more than twice as many frames as every other entry together: a track that
+            # wavers between two people is no identification.
+            agreed = len(obs) >= self.s.min_frames and len(obs) > 2 * (matched - len(obs))
             single = final and tr.frames == 1 and obs[0].match is not None
             if single:
                 single = obs[0].match.score >= obs[0].threshold + self.s.single_frame_margin  # type: ignore[union-attr]

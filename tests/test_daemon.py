@@ -131,19 +131,25 @@ def test_hits_arrive_with_every_field_and_match_the_schema(kit: Path, tmp_path: 
     assert statuses[-1]["state"] == "offline"  # a clean stop says so
 
 
-def test_hits_made_while_the_broker_is_down_are_delivered_when_it_returns(kit: Path, tmp_path: Path) -> None:
+def start_while_broker_down(kit: Path, tmp_path: Path) -> tuple[Broker, Subscriber, Path, subprocess.Popen[bytes]]:
+    """A central subscriber with a persistent session, the broker stopped, and the daemon started until a hit is stored."""
     port = free_port()
     broker = Broker(tmp_path, port=port)
     broker.start()
-    sub = Subscriber(port, ["edge/v1/+/hits"], client_id="central-outage").connect()
+    sub = Subscriber(port, ["edge/v1/+/hits"], client_id=f"central-{tmp_path.name}").connect()
     sub.disconnect()
     broker.stop()
     cfg = write_config(kit, tmp_path, port)
     proc = start_daemon(cfg, tmp_path / "daemon.log")
     deadline = time.monotonic() + 60
     while outbox_depth(tmp_path) == 0 and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert outbox_depth(tmp_path) >= 1, "the hit is stored while the broker is away"
+    return broker, sub, cfg, proc
+
+
+def test_hits_made_while_the_broker_is_down_are_delivered_when_it_returns(kit: Path, tmp_path: Path) -> None:
+    broker, sub, _, proc = start_while_broker_down(kit, tmp_path)
     time.sleep(2)
     assert proc.poll() is None, "the daemon waits for the broker instead of giving up"
     broker.start()
@@ -159,17 +165,7 @@ def test_hits_made_while_the_broker_is_down_are_delivered_when_it_returns(kit: P
 
 
 def test_a_daemon_killed_mid_stream_loses_no_hit_and_sends_none_twice(kit: Path, tmp_path: Path) -> None:
-    port = free_port()
-    broker = Broker(tmp_path, port=port)
-    broker.start()
-    sub = Subscriber(port, ["edge/v1/+/hits"], client_id="central-crash").connect()
-    sub.disconnect()
-    broker.stop()
-    cfg = write_config(kit, tmp_path, port)
-    proc = start_daemon(cfg, tmp_path / "daemon.log")
-    deadline = time.monotonic() + 60
-    while outbox_depth(tmp_path) == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    broker, sub, cfg, proc = start_while_broker_down(kit, tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert outbox_depth(tmp_path) >= 1

@@ -10,6 +10,7 @@ if ! command -v mosquitto >/dev/null 2>&1; then
 fi
 python3 -m pip install --quiet --disable-pip-version-check -e ".[test]"
 python3 tools/build_models.py --check
+python3 tools/config_reference.py --check
 ruff check edge tools tests
 ruff format --check edge tools tests
 mypy
