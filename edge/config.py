@@ -180,6 +180,12 @@ class DaemonSettings(_Section):
     drain_timeout_s: float = Field(
         600.0, ge=0, description="stop_at_end: how long to wait for the broker to take the last hits before exiting."
     )
+    watchlist_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description="With no watchlist applied yet, recordings wait this long for one to arrive over MQTT "
+        "before their frames are processed (live cameras never wait).",
+    )
     watchdog_stall_s: float = Field(
         60.0, gt=0, description="No pipeline progress for this long stops the systemd watchdog pings."
     )

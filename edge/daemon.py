@@ -276,6 +276,7 @@ class Daemon:
         sd_notify("READY=1")
         log.info("edge %s running: device %s, %d sources, watchlist %s", __version__, self.s.device_id, len(self.runners),
                  f"v{self.holder.matcher.version}" if self.holder.matcher else "none yet")  # fmt: skip
+        self._wait_for_watchlist()
         next_status = 0.0
         next_purge = time.monotonic() + 60
         code = 0
@@ -304,6 +305,18 @@ class Daemon:
                 next_purge = now + 3600
         self._shutdown()
         return code
+
+    def _wait_for_watchlist(self) -> None:
+        """A recording processed before the first watchlist arrives would be wasted: give the retained bundle time."""
+        if self.holder.matcher is not None or not self.s.mqtt.enabled or all(r.live for r in self.runners):
+            return
+        log.info("no watchlist applied yet: waiting up to %.0fs for one over MQTT", self.s.daemon.watchlist_wait_s)
+        deadline = time.monotonic() + self.s.daemon.watchlist_wait_s
+        while self.holder.matcher is None and time.monotonic() < deadline and not self.stop_event.is_set():
+            self.last_progress = time.monotonic()
+            self.stop_event.wait(0.2)
+        if self.holder.matcher is None:
+            log.warning("no watchlist after %.0fs: processing without one (nothing can match)", self.s.daemon.watchlist_wait_s)
 
     def _finish_recordings(self) -> int:
         self._emit(self.tracker.finish())

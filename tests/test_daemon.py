@@ -326,3 +326,28 @@ def test_systemd_hears_ready_and_watchdog_pings_and_sigterm_stops_cleanly(kit: P
         pass
     sock.close()
     assert "READY=1" in heard and heard.count("WATCHDOG=1") >= 2 and "STOPPING=1" in heard, heard
+
+
+def test_a_recording_waits_for_a_watchlist_published_over_mqtt(kit: Path, tmp_path: Path) -> None:
+    broker = Broker(tmp_path)
+    broker.start()
+    try:
+        sub = Subscriber(broker.port, ["edge/v1/+/hits", "edge/v1/+/watchlist/ack"]).connect()
+        cfg = tmp_path / "edge.toml"
+        cfg.write_text(
+            f'device_id = "pole-7"\ndata_dir = "{tmp_path / "data"}"\n'
+            f'[[sources]]\ncamera = "gate"\nurl = "{kit / "clip.avi"}"\nstop_at_end = true\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n'
+            f'[watchlist]\nname = "city"\npublic_keys = ["{kit / "keys" / "watchlist.pub"}"]\n'
+        )
+        proc = start_daemon(cfg, tmp_path / "daemon.log")  # a fresh device: no watchlist yet
+        time.sleep(1.5)
+        _publish_bundle(kit / "v1", broker.port)
+        assert finish(proc) == 0, (tmp_path / "daemon.log").read_text()
+        hits = sub.wait_for("/hits", 1, timeout=5)
+        acks = sub.json("/watchlist/ack")
+        sub.disconnect()
+    finally:
+        broker.stop()
+    assert [a["outcome"] for a in acks] == ["applied"]
+    assert [h["entry_id"] for h in hits] == ["case-0001"]
