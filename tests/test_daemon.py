@@ -351,3 +351,24 @@ def test_a_recording_waits_for_a_watchlist_published_over_mqtt(kit: Path, tmp_pa
         broker.stop()
     assert [a["outcome"] for a in acks] == ["applied"]
     assert [h["entry_id"] for h in hits] == ["case-0001"]
+
+
+def test_a_thumbnail_travels_only_when_the_operator_turns_it_on(kit: Path, tmp_path: Path) -> None:
+    import base64
+
+    import cv2
+
+    broker = Broker(tmp_path)
+    broker.start()
+    try:
+        sub = Subscriber(broker.port, ["edge/v1/+/hits"]).connect()
+        cfg = write_config(kit, tmp_path, broker.port, extra="[privacy]\nthumbnails = true\nthumbnail_px = 96\n")
+        assert finish(start_daemon(cfg, tmp_path / "daemon.log")) == 0
+        hits = sub.wait_for("/hits", 1, timeout=5)
+        sub.disconnect()
+    finally:
+        broker.stop()
+    [hit] = hits
+    jsonschema.validate(hit, SCHEMAS["hit"])
+    jpeg = np.frombuffer(base64.b64decode(hit["thumbnail_jpeg_b64"]), np.uint8)
+    assert cv2.imdecode(jpeg, cv2.IMREAD_COLOR).shape == (96, 96, 3)
