@@ -145,6 +145,17 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from edge.config import load_settings
+    from edge.selftest import CHECKS, print_checklist, run_checks
+
+    skip = {s.strip() for s in (args.skip or "").split(",") if s.strip()}
+    unknown = skip - set(CHECKS)
+    if unknown:
+        raise EdgeError(f"--skip: unknown checks {sorted(unknown)}; choose from {', '.join(CHECKS)}")
+    return print_checklist(run_checks(load_settings(args.config), skip))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge", description="Camera-side face recognition: device and operator tools.")
     parser.add_argument("--version", action="version", version=f"edge {__version__}")
@@ -181,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_watchlist(sub)
 
+    from edge.operator.provision import add_parser as add_provision
+
+    add_provision(sub)
+
     p = sub.add_parser("run", help="run the device daemon (foreground; systemd runs it as edge.service)")
     p.add_argument("--config", type=Path, required=True, help="device config (TOML); keys in the README")
     p.set_defaults(func=cmd_run)
@@ -191,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
         cp = csub.add_parser(name, help=text)
         cp.add_argument("--config", type=Path, required=True, help="device config (TOML)")
         cp.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("selftest", help="check an installed device: models, runtime, camera, framing, broker, clock, disk")
+    p.add_argument("--config", type=Path, default=Path("/etc/edge/edge.toml"), help="device config (default /etc/edge/edge.toml)")
+    p.add_argument("--skip", help="comma-separated checks to skip: models,runtime,camera,framing,broker,clock,disk")
+    p.set_defaults(func=cmd_selftest)
 
     p = sub.add_parser("demo", help="the whole loop on sample data shipped with edge (no camera needed)")
     p.add_argument("--workdir", type=Path, help="where to put the demo's keys, watchlist, clip and database")

@@ -99,6 +99,12 @@ class SourceSettings(_Section):
     reopen_max_backoff_s: float = Field(
         30.0, gt=0, description="A failed source is reopened with back-off doubling up to this many seconds."
     )
+    face_distance_m: float | None = Field(
+        None, gt=0, le=100, description="Typical distance from the lens to the faces to recognise (framing check)."
+    )
+    hfov_deg: float | None = Field(
+        None, gt=1, lt=180, description="The lens's horizontal field of view in degrees (framing check)."
+    )
 
 
 class TlsSettings(_Section):

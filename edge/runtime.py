@@ -7,8 +7,11 @@ when asked for and an ``_edgetpu`` variant of the model exists; otherwise the CP
 
 from __future__ import annotations
 
+import ctypes.util
+import glob
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -43,8 +46,18 @@ def runtime_name() -> str:
     return _interpreter_module()[1]
 
 
+def _edgetpu_library_installed() -> bool:
+    # Asking the runtime to load a library that is not there leaves a noisy half-built Delegate behind.
+    if ctypes.util.find_library("edgetpu"):
+        return True
+    dirs = ("/usr/lib", "/usr/local/lib", *glob.glob("/usr/lib/*-linux-gnu*"))
+    return any((Path(d) / EDGETPU_LIBRARY).exists() for d in dirs)
+
+
 def edgetpu_available() -> bool:
     """True when the Edge TPU delegate library loads (a Coral is plugged in and libedgetpu installed)."""
+    if not _edgetpu_library_installed():
+        return False
     module, _ = _interpreter_module()
     try:
         module.load_delegate(EDGETPU_LIBRARY)
@@ -89,6 +102,8 @@ def load_model(
                     "accelerator=edgetpu but models/manifest.json lists no _edgetpu variant of %s; running it on the CPU",
                     name,
                 )
+        elif not _edgetpu_library_installed():
+            log.warning("Edge TPU library %s is not installed; running %s on the CPU", EDGETPU_LIBRARY, name)
         else:
             try:
                 delegate = module.load_delegate(EDGETPU_LIBRARY)

@@ -19,10 +19,11 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "") -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "", anonymous: bool = True) -> None:
         self.workdir = workdir
         self.port = port or free_port()
-        self.extra_conf = extra_conf
+        self.extra_conf = extra_conf  # settings after the listener line apply to it (TLS files, ACLs)
+        self.anonymous = anonymous
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -32,7 +33,7 @@ class Broker:
         persistence.mkdir(exist_ok=True)
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"allow_anonymous {str(self.anonymous).lower()}\n"
             "persistence true\n"
             f"persistence_location {persistence}/\n"
             "autosave_interval 1\n"
@@ -52,6 +53,13 @@ class Broker:
                     raise RuntimeError(f"mosquitto exited: see {self.workdir}/mosquitto-{self.port}.log") from None
                 time.sleep(0.05)
         raise RuntimeError("mosquitto did not start listening")
+
+    def __enter__(self) -> Broker:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

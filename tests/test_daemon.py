@@ -371,4 +371,5 @@ def test_a_thumbnail_travels_only_when_the_operator_turns_it_on(kit: Path, tmp_p
     [hit] = hits
     jsonschema.validate(hit, SCHEMAS["hit"])
     jpeg = np.frombuffer(base64.b64decode(hit["thumbnail_jpeg_b64"]), np.uint8)
-    assert cv2.imdecode(jpeg, cv2.IMREAD_COLOR).shape == (96, 96, 3)
+    decoded = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+    assert decoded is not None and decoded.shape == (96, 96, 3)
