@@ -112,3 +112,13 @@ def test_the_demo_runs_the_whole_loop_on_shipped_samples(tmp_path: Path, capsys:
     assert "HIT astronaut" in out and "no match" in out and "all decisions right" in out
     hits = [json.loads(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("edge/v1/demo-pole/hits ")]
     assert [h["entry_id"] for h in hits] == ["case-0001"]
+
+
+def test_the_device_path_never_imports_the_operator_side() -> None:
+    code = (
+        "import sys, edge.daemon, edge.selftest; "
+        "bad = sorted(m for m in sys.modules if m.startswith(('edge.operator', 'edge.measure', 'rich', 'jsonschema'))); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
