@@ -5,12 +5,28 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+SENTINEL = "test/sync"
+
+
+def wait_for_text(path: Any, text: str, timeout: float = 30.0) -> bool:
+    """Wait until ``text`` appears in the file at ``path`` (a log), or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if text in path.read_text():
+                return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
 
 
 class Subscriber:
@@ -26,7 +42,7 @@ class Subscriber:
         self.client.on_subscribe = lambda *_: self._subscribed.set()
 
     def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
-        for t in self.topics:
+        for t in [*self.topics, SENTINEL]:
             client.subscribe(t, qos=1)
 
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
@@ -45,6 +61,26 @@ class Subscriber:
     def disconnect(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+    def sync(self, timeout: float = 10.0) -> None:
+        """Wait until everything the broker held for this subscriber before now has arrived.
+
+        Publishes a marker behind it: the broker delivers a session's messages in order.
+        """
+        marker = uuid.uuid4().hex.encode()
+        c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        c.connect("127.0.0.1", self.port)
+        c.loop_start()
+        c.publish(SENTINEL, marker, qos=1).wait_for_publish(timeout)
+        c.disconnect()
+        c.loop_stop()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if any(t == SENTINEL and p == marker for t, p, _ in self.messages):
+                    return
+            time.sleep(0.05)
+        raise AssertionError("the broker did not deliver the sync marker")
 
     def json(self, suffix: str) -> list[dict[str, Any]]:
         with self._lock:

@@ -21,7 +21,7 @@ import pytest
 from edge.cli import main
 from edge.demo import make_clip
 from tests.broker import Broker, free_port
-from tests.mqtt_helpers import Subscriber
+from tests.mqtt_helpers import Subscriber, wait_for_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = {
@@ -150,7 +150,7 @@ def start_while_broker_down(kit: Path, tmp_path: Path) -> tuple[Broker, Subscrib
 
 def test_hits_made_while_the_broker_is_down_are_delivered_when_it_returns(kit: Path, tmp_path: Path) -> None:
     broker, sub, _, proc = start_while_broker_down(kit, tmp_path)
-    time.sleep(2)
+    assert wait_for_text(tmp_path / "daemon.log", "waiting up to"), "the recording ended; the daemon waits to deliver"
     assert proc.poll() is None, "the daemon waits for the broker instead of giving up"
     broker.start()
     try:
@@ -173,8 +173,7 @@ def test_a_daemon_killed_mid_stream_loses_no_hit_and_sends_none_twice(kit: Path,
     try:
         assert finish(start_daemon(cfg, tmp_path / "daemon2.log")) == 0, (tmp_path / "daemon2.log").read_text()
         sub.connect()
-        got = sub.wait_for("/hits", 1, timeout=10)
-        time.sleep(1)
+        sub.sync()  # everything queued for the subscriber has arrived: a duplicate would be here too
         got = sub.json("/hits")
         sub.disconnect()
     finally:
@@ -233,7 +232,7 @@ def test_a_source_that_appears_later_is_reopened_and_used(kit: Path, tmp_path: P
         late = tmp_path / "late.avi"
         cfg = write_config(kit, tmp_path, broker.port, url=str(late))
         proc = start_daemon(cfg, tmp_path / "daemon.log")
-        time.sleep(2.5)
+        assert wait_for_text(tmp_path / "daemon.log", "reopening in")
         assert proc.poll() is None
         shutil.copy(kit / "clip.avi", late)
         assert finish(proc) == 0, (tmp_path / "daemon.log").read_text()
@@ -256,7 +255,7 @@ def test_nothing_about_non_matching_faces_is_written_or_sent(kit: Path, tmp_path
         sub = Subscriber(broker.port, ["#"]).connect()
         cfg = write_config(kit, tmp_path, broker.port)
         assert finish(start_daemon(cfg, tmp_path / "daemon.log")) == 0
-        time.sleep(0.5)
+        sub.sync()
         sub.disconnect()
     finally:
         broker.stop()
@@ -341,7 +340,7 @@ def test_a_recording_waits_for_a_watchlist_published_over_mqtt(kit: Path, tmp_pa
             f'[watchlist]\nname = "city"\npublic_keys = ["{kit / "keys" / "watchlist.pub"}"]\n'
         )
         proc = start_daemon(cfg, tmp_path / "daemon.log")  # a fresh device: no watchlist yet
-        time.sleep(1.5)
+        assert wait_for_text(tmp_path / "daemon.log", "no watchlist applied yet")
         _publish_bundle(kit / "v1", broker.port)
         assert finish(proc) == 0, (tmp_path / "daemon.log").read_text()
         hits = sub.wait_for("/hits", 1, timeout=5)
