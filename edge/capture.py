@@ -72,14 +72,6 @@ class SourceRunner:
             self.wake.notify_all()
         self._thread.join(timeout=5)
 
-    def take(self) -> CapturedFrame | None:
-        with self.wake:
-            if not self.frames:
-                return None
-            item = self.frames.popleft()
-            self.wake.notify_all()
-            return item
-
     def _put(self, item: CapturedFrame) -> None:
         with self.wake:
             if self.live:

@@ -57,6 +57,12 @@ class Daemon:
         self.stop_event = threading.Event()
         self.analyser = FaceAnalyser.from_settings(settings.recognition)
         self.embedder_spec = self.analyser.embedder
+        # Hashes of the models actually loaded, for every hit and heartbeat.
+        manifest = self.analyser.manifest
+        self.model_hashes = {
+            "detector": manifest.get(settings.recognition.detector.model, "detector").sha256,
+            "embedder": manifest.get(settings.recognition.embedder, "embedder").sha256,
+        }
         self.outbox = Outbox(settings.database, max_rows=settings.outbox.max_rows, max_age_s=settings.outbox.max_age_days * 86400)
         self.store = WatchlistStore(connect(settings.database))  # the main thread's own connection
         self.holder = MatcherHolder(Matcher.from_store(self.store, settings.watchlist.name))
@@ -145,7 +151,7 @@ class Daemon:
                 "detector_score": round(q.detector_score, 3),
             },
             "watchlist": {"name": matcher.name, "version": matcher.version, "sha256": matcher.sha256},
-            "models": {"detector": self.analyser.detector.model.spec.sha256, "embedder": self.embedder_spec.sha256},  # type: ignore[attr-defined]
+            "models": dict(self.model_hashes),
             "review": "candidate",
         }
         if b.match.label:
@@ -255,7 +261,7 @@ class Daemon:
                 "expires_at": info.expires_at if info else None,
                 "last_sync": self.sync.last_sync or (info.applied_at if info else None),
             },
-            "models": {"detector": self.analyser.detector.model.spec.sha256, "embedder": self.embedder_spec.sha256},  # type: ignore[attr-defined]
+            "models": dict(self.model_hashes),
             "accelerator": self.analyser.detector.model.accelerator,  # type: ignore[attr-defined]
             "cpu_temp_c": cpu_temperature_c(),
             "cameras": [r.status() for r in self.runners],

@@ -15,6 +15,7 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +126,8 @@ def run_loop(workdir: Path, *, broker: tuple[str, int] | None) -> int:
     from edge.config import load_settings
     from edge.daemon import Daemon
     from edge.db import connect
-    from edge.models import load_manifest
     from edge.watchlist.bundle import (
+        Entry,
         build_unsigned,
         generate_keypair,
         load_private_key,
@@ -152,10 +153,6 @@ def run_loop(workdir: Path, *, broker: tuple[str, int] | None) -> int:
     settings = load_settings(settings_path)
     analyser = FaceAnalyser.from_settings(settings.recognition)
     face = analyser.analyse(sample_image("astronaut.png"), largest_only=True)[0]
-    from datetime import UTC, datetime, timedelta
-
-    from edge.watchlist.bundle import Entry
-
     manifest, chunks = build_unsigned(
         [Entry("case-0001", face.embedding[None])],
         name="demo",
@@ -165,9 +162,8 @@ def run_loop(workdir: Path, *, broker: tuple[str, int] | None) -> int:
     )
     data, sig = sign_manifest(manifest, load_private_key(key))
     write_bundle(workdir / "bundle", data, chunks, sig)
-    spec = load_manifest(settings.recognition.models_dir).get(settings.recognition.embedder, "embedder")
     result = WatchlistStore(connect(settings.database)).apply(
-        read_bundle(workdir / "bundle"), trusted_keys([pub]), embedding_space=str(spec.extra["embedding_space"])
+        read_bundle(workdir / "bundle"), trusted_keys([pub]), embedding_space=analyser.embedder.embedding_space
     )
     print(f"\nwatchlist 'demo' v1 signed and applied: {result.entry_count} entry (case-0001 = the astronaut)")
     make_clip(workdir / "clip.avi", stranger=None)

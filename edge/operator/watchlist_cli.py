@@ -26,7 +26,6 @@ from edge.watchlist.bundle import (
     sign_manifest,
     trusted_keys,
     verify_bundle,
-    verify_signature,
     write_bundle,
 )
 
@@ -101,7 +100,8 @@ def verify_folder(
     bundle = read_bundle(folder)
     keys = trusted_keys(public_keys)
     # Which local embedder to hold the bundle against: the one asked for, else one in the bundle's space.
-    offered = verify_signature(bundle.manifest_bytes, bundle.signature, keys)
+    # (verify_bundle below checks the signature; here the manifest is only read.)
+    offered = bundle.manifest()
     spaces = _embedding_spaces(models_dir)
     if embedder is not None:
         if embedder not in spaces:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import queue
@@ -183,8 +184,6 @@ class WatchlistSync:
         self._finish(self.store.refuse(self.name, manifest.version, held.version if held else None, err))
 
     def _refuse(self, version: int | None, previous: int | None, err: BundleError, payload: bytes) -> None:
-        import hashlib
-
         key = hashlib.sha256(payload).hexdigest()
         if key in self._seen_refused:
             return  # the same retained message again after a reconnect: refused once is enough
