@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edge.align import align_face
 from edge.config import RecognitionSettings
-from edge.detect import BlazeFaceDetector, Detection, Detector
+from edge.detect import BlazeFaceDetector, Detection, Detector, Region
 from edge.embed import Embedder, TFLiteEmbedder
 from edge.models import ModelManifest, load_manifest
 from edge.quality import Quality, QualityGate, measure
@@ -69,6 +70,7 @@ class FaceAnalyser:
             det_model,
             score_threshold=settings.detector.score_threshold,
             close_face_retry=settings.detector.close_face_retry,
+            min_face_px=settings.detector.min_face_px,
         )
         emb_model = load_model(
             manifest, settings.embedder, kind="embedder", accelerator=settings.accelerator, threads=settings.threads
@@ -89,11 +91,21 @@ class FaceAnalyser:
         self.timings[stage].append((now - start) * 1000.0)
         return now
 
-    def analyse(self, image: np.ndarray, *, largest_only: bool = False, apply_gate: bool = True) -> list[AnalysedFace]:
-        """Faces in ``image`` with quality and embedding; gated-out faces are not embedded when ``apply_gate``."""
+    def analyse(
+        self,
+        image: np.ndarray,
+        *,
+        largest_only: bool = False,
+        apply_gate: bool = True,
+        regions: Sequence[Region] | None = None,
+    ) -> list[AnalysedFace]:
+        """Faces in ``image`` with quality and embedding; gated-out faces are not embedded when ``apply_gate``.
+
+        ``regions`` ([x, y, w, h] frame pixels) limit the fine pass for small faces to parts of the frame.
+        """
         image = check_frame(image)
         t = time.perf_counter()
-        detections = self.detector.detect(image)
+        detections = self.detector.detect(image, regions, largest_only=largest_only)
         t = self._timed("detect", t)
         if largest_only and detections:
             detections = [max(detections, key=lambda d: d.area)]

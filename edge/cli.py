@@ -107,7 +107,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         f"gaussian tail {result.details['gaussian']:.3f}, empirical {result.details['empirical']:.3f} "
         f"at pair FAR {result.target_far:g}"
     )
-    print(f"base threshold {result.base:.3f}; faces under 32 px +{result.small_face_raise:.3f} ({result.small_pairs} pairs)")
+    print(
+        f"base threshold {result.base:.3f}; faces under 64 px +{result.distant_face_raise:.3f}, "
+        f"under 32 px a further +{result.small_face_raise:.3f} ({result.small_pairs} tiny-face pairs)"
+    )
     if args.write:
         path = analyser.manifest.directory / "manifest.json"
         write_threshold(path, analyser.embedder.name, result, data=str(args.manifest.name))

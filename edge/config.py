@@ -39,6 +39,13 @@ class DetectorSettings(_Section):
         description="When nothing is found, retry with the frame shrunk inside a border so faces that fill "
         "the frame (close-ups, tight crops) are found.",
     )
+    min_face_px: float | None = Field(
+        30.0,
+        ge=8,
+        description="Smallest face width (frame pixels) to find. When the full-frame pass cannot see faces this small "
+        "(at 1080p it sees ~160 px and up), a fine pass runs the detector at native resolution, on the whole frame "
+        "or on the camera's `regions`; smaller values cost more time. Empty = full-frame pass only.",
+    )
 
 
 class QualitySettings(_Section):
@@ -105,6 +112,20 @@ class SourceSettings(_Section):
     hfov_deg: float | None = Field(
         None, gt=1, lt=180, description="The lens's horizontal field of view in degrees (framing check)."
     )
+    regions: list[tuple[int, int, int, int]] = Field(
+        default_factory=list,
+        description="Regions of interest [x, y, w, h] (frame pixels) where small, distant faces are searched "
+        "(e.g. the walkway); empty = the whole frame. Large faces are found anywhere. Fewer pixels, faster frames.",
+    )
+
+    @model_validator(mode="after")
+    def _regions_are_boxes(self) -> SourceSettings:
+        for i, (x, y, w, h) in enumerate(self.regions):
+            if x < 0 or y < 0 or w < 8 or h < 8:
+                raise ValueError(f"regions[{i}] = [{x}, {y}, {w}, {h}]: needs x, y >= 0 and w, h >= 8 (frame pixels)")
+            if self.width and self.height and (x + w > self.width or y + h > self.height):
+                raise ValueError(f"regions[{i}] = [{x}, {y}, {w}, {h}] reaches outside the {self.width}x{self.height} frame")
+        return self
 
 
 class TlsSettings(_Section):

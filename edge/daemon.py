@@ -70,6 +70,7 @@ class Daemon:
         self.wake = threading.Condition()
         self.runners = [SourceRunner(src, settings.daemon.queue_frames, self.wake) for src in settings.sources]
         self.fingerprints = {r.camera: r.fingerprint() for r in self.runners if not r.live}
+        self.regions = {src.camera: src.regions for src in settings.sources if src.regions}
         self.stage_ms: dict[str, deque[float]] = {k: deque(maxlen=200) for k in ("detect", "align", "embed", "match")}
         self.frame_times: deque[float] = deque(maxlen=100)
         self.last_progress = time.monotonic()
@@ -195,7 +196,7 @@ class Daemon:
     def process(self, item: CapturedFrame) -> None:
         a = self.analyser
         a.timings.clear()
-        faces = [f for f in a.analyse(item.image) if f.passed_gate]
+        faces = [f for f in a.analyse(item.image, regions=self.regions.get(item.camera)) if f.passed_gate]
         for stage in ("detect", "align", "embed"):
             for v in a.timings.get(stage, []):
                 self.stage_ms[stage].append(v)

@@ -9,6 +9,7 @@ gives steadier keypoints than hard NMS and so steadier alignment.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,21 +46,61 @@ class Detector(Protocol):
 
     name: str
 
-    @property
-    def min_face_px(self) -> float:
-        """Smallest face width (frame pixels of a full-frame pass on a 1920-wide frame / per input side) it finds."""
+    def min_face_for(self, width: int, height: int) -> float:
+        """Smallest face width (frame pixels) it finds in a ``width`` x ``height`` frame."""
         ...
 
-    def detect(self, image: np.ndarray) -> list[Detection]: ...
+    def detect(
+        self, image: np.ndarray, regions: Sequence[Region] | None = None, *, largest_only: bool = False
+    ) -> list[Detection]:
+        """Faces in ``image``; ``regions`` ([x, y, w, h]) limit the search for small faces; ``largest_only``
+        allows skipping work that can only find smaller faces than one already found."""
+        ...
 
 
-def make_anchors(input_size: int, strides: list[int], anchors_per_cell: list[int]) -> np.ndarray:
-    """Anchor centres (N, 2) in [0, 1], in MediaPipe's order (layer, row, column, anchor)."""
+Region = tuple[int, int, int, int]
+MAX_INPUT_SIZES = 4  # fine-pass interpreters kept (least recently used dropped)
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How small a face a detector finds: its input side, the smallest face at its input, the wanted minimum."""
+
+    input_size: int
+    min_input_px: float
+    min_face_px: float | None  # configured; None = full-frame pass only
+
+    @classmethod
+    def of(cls, extra: dict[str, object], input_size: int, min_face_px: float | None) -> Reach:
+        fraction = float(str(extra.get("min_face_fraction", 0.1)))
+        min_input = float(str(extra.get("min_face_input_px", fraction * input_size)))
+        # A model that cannot take other input sizes has no fine pass.
+        return cls(input_size, min_input, min_face_px if extra.get("input_multiple") else None)
+
+    def full_frame_min(self, width: int, height: int) -> float:
+        """Smallest face (frame pixels) the full-frame pass finds in a ``width`` x ``height`` frame."""
+        return self.min_input_px * max(width, height) / self.input_size
+
+    def fine_scale(self, width: int, height: int) -> float | None:
+        """Input pixels per frame pixel of the fine pass, or None when the full-frame pass is enough."""
+        if self.min_face_px is None or self.full_frame_min(width, height) <= self.min_face_px:
+            return None
+        # Never upsample more than 2x: below that the frame has too few pixels per face anyway.
+        return min(2.0, self.min_input_px / self.min_face_px)
+
+    def smallest_face(self, width: int, height: int) -> float:
+        """Smallest face (frame pixels) found in a ``width`` x ``height`` frame: what the framing check needs."""
+        fine = self.fine_scale(width, height)
+        return self.full_frame_min(width, height) if fine is None else self.min_input_px / fine
+
+
+def make_anchors(height: int, width: int, strides: list[int], anchors_per_cell: list[int]) -> np.ndarray:
+    """Anchor centres (N, 2) in input pixels, in MediaPipe's order (layer, row, column, anchor)."""
     centres = []
     for stride, per_cell in zip(strides, anchors_per_cell, strict=True):
-        grid = int(np.ceil(input_size / stride))
-        ys, xs = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
-        c = np.stack([(xs + 0.5) / grid, (ys + 0.5) / grid], axis=-1).reshape(-1, 1, 2)
+        gh, gw = int(np.ceil(height / stride)), int(np.ceil(width / stride))
+        ys, xs = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+        c = np.stack([(xs + 0.5) * width / gw, (ys + 0.5) * height / gh], axis=-1).reshape(-1, 1, 2)
         centres.append(np.repeat(c, per_cell, axis=1).reshape(-1, 2))
     return np.concatenate(centres).astype(np.float32)
 
@@ -112,12 +153,29 @@ def nms_detections(faces: list[Detection], iou_threshold: float) -> list[Detecti
     return keep
 
 
+@dataclass
+class _Pass:
+    """One input size of the detector: its interpreter and anchor centres (input pixels)."""
+
+    model: LoadedModel
+    anchors: np.ndarray
+    height: int
+    width: int
+
+
 class BlazeFaceDetector:
-    """BlazeFace on a letterboxed frame, with a second, zoomed-out pass for faces that fill the frame.
+    """BlazeFace: a full-frame pass, a fine pass at native resolution for small faces, a close-face retry.
+
+    The full-frame pass shrinks the frame to the model's 192 px input, so on a 1080p frame
+    it only sees faces wider than ~150 px. When ``min_face_px`` is smaller than that, a
+    fine pass runs the same (fully convolutional) network on the frame (or on configured
+    regions) scaled so a ``min_face_px`` face is ``min_face_input_px`` wide at the input:
+    one large input instead of overlapping tiles, so no face is cut by a tile border and
+    no pixel is computed twice. Detections of both passes are merged by NMS in frame pixels.
 
     A face that fills the whole picture (a close-up or a tight crop) is larger than anything
-    the model saw in training, so when the first pass finds nothing the frame is shrunk to
-    half the input with a black border around it and tried again.
+    the model saw in training, so when no pass finds anything the frame is shrunk to half
+    the input with a black border around it and tried again.
     """
 
     def __init__(
@@ -127,69 +185,110 @@ class BlazeFaceDetector:
         score_threshold: float | None = None,
         nms_iou: float | None = None,
         close_face_retry: bool = True,
+        min_face_px: float | None = None,
     ) -> None:
         extra = model.spec.extra
         self.name = model.spec.name
-        self.model = model
         self.size = int(model.input_shape[1])
         anchors = extra["anchors"]
-        self.anchors = make_anchors(self.size, anchors["strides"], anchors["anchors_per_cell"])
-        self.box_scale = float(anchors["box_scale"])
+        self._strides, self._per_cell = list(anchors["strides"]), list(anchors["anchors_per_cell"])
+        # Regressor outputs are in units of 1/box_scale of the 192 input: scale them to input pixels.
+        self.px_per_unit = self.size / float(anchors["box_scale"])
         self.score_threshold = float(score_threshold if score_threshold is not None else extra["score_threshold"])
         self.nms_iou = float(nms_iou if nms_iou is not None else extra["nms_iou"])
-        self.min_face_fraction = float(extra.get("min_face_fraction", 0.1))
+        # Smallest face (input pixels) the model finds reliably; measured, see docs/models.md.
+        self.reach = Reach.of(extra, self.size, min_face_px)
+        self.input_multiple = int(extra.get("input_multiple", 0))  # 0: the model cannot take other input sizes
         self.close_face_retry = close_face_retry
         # The zoomed-out retry sees more background texture: ask it for more confidence.
         self.retry_score_threshold = max(self.score_threshold, float(extra.get("retry_score_threshold", 0.0)))
-        shapes = [self.model.interpreter.get_tensor(i).shape for i in model.output_indices]
+        if min_face_px is not None and not self.input_multiple:
+            log.warning("detector %s cannot run a fine pass; faces below its full-frame minimum are not found", self.name)
+        base = _Pass(model, make_anchors(self.size, self.size, self._strides, self._per_cell), self.size, self.size)
+        self.model = model
+        self._passes: dict[tuple[int, int], _Pass] = {(self.size, self.size): base}
+        shapes = [model.interpreter.get_tensor(i).shape for i in model.output_indices]
         # Output order differs between the two exports: pick regressors/scores by shape.
         self._reg_pos = next(i for i, s in enumerate(shapes) if s[-1] == 16)
         self._score_pos = next(i for i, s in enumerate(shapes) if s[-1] == 1)
-        if len(self.anchors) != shapes[self._reg_pos][1]:
-            raise ValueError(f"{self.name}: {len(self.anchors)} anchors for {shapes[self._reg_pos][1]} outputs")
+        if len(base.anchors) != shapes[self._reg_pos][1]:
+            raise ValueError(f"{self.name}: {len(base.anchors)} anchors for {shapes[self._reg_pos][1]} outputs")
 
-    @property
-    def min_face_px(self) -> float:
-        """Smallest findable face as a share of the frame's longer side times the input size (pixels of input)."""
-        return self.min_face_fraction * self.size
+    def min_face_for(self, width: int, height: int) -> float:
+        return self.reach.smallest_face(width, height)
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        faces = self._detect_once(image, fill=1.0, threshold=self.score_threshold)
+    def detect(
+        self, image: np.ndarray, regions: Sequence[Region] | None = None, *, largest_only: bool = False
+    ) -> list[Detection]:
+        h, w = image.shape[:2]
+        faces = self._run(image, (0, 0, w, h), self.size / max(h, w), self._passes[self.size, self.size], self.score_threshold)
+        scale = self.reach.fine_scale(w, h)
+        # The fine pass only adds faces smaller than any the full-frame pass finds.
+        if scale is not None and not (largest_only and faces):
+            for region in regions or [(0, 0, w, h)]:
+                faces += self._fine(image, region, scale)
+            faces = nms_detections(faces, self.nms_iou)
         if not faces and self.close_face_retry:
-            faces = self._detect_once(image, fill=0.5, threshold=self.retry_score_threshold)
+            base = self._passes[self.size, self.size]
+            faces = self._run(image, (0, 0, w, h), 0.5 * self.size / max(h, w), base, self.retry_score_threshold, centre=True)
         return faces
 
-    def _detect_once(self, image: np.ndarray, fill: float, threshold: float) -> list[Detection]:
+    def _fine(self, image: np.ndarray, region: Region, scale: float) -> list[Detection]:
         h, w = image.shape[:2]
-        scale = self.size * fill / max(h, w)
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        x0, y0 = max(0, int(region[0])), max(0, int(region[1]))
+        x1, y1 = min(w, int(region[0] + region[2])), min(h, int(region[1] + region[3]))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return []
+        m = self.input_multiple
+        in_w = max(self.size, -(-round((x1 - x0) * scale) // m) * m)
+        in_h = max(self.size, -(-round((y1 - y0) * scale) // m) * m)
+        return self._run(image, (x0, y0, x1 - x0, y1 - y0), scale, self._pass(in_h, in_w), self.score_threshold)
+
+    def _pass(self, height: int, width: int) -> _Pass:
+        key = (height, width)
+        p = self._passes.pop(key, None)
+        if p is None:
+            model = self.model.with_input_size(height, width)
+            p = _Pass(model, make_anchors(height, width, self._strides, self._per_cell), height, width)
+            # A camera's frames keep one size; photos of many sizes (eval, enrolment) must not pile up interpreters.
+            if len(self._passes) > MAX_INPUT_SIZES:
+                del self._passes[next(k for k in self._passes if k != (self.size, self.size))]
+        self._passes[key] = p  # most recently used last
+        return p
+
+    def _run(
+        self, image: np.ndarray, region: Region, scale: float, p: _Pass, threshold: float, *, centre: bool = False
+    ) -> list[Detection]:
+        """Detections in ``region`` of ``image`` resized by ``scale`` onto ``p``'s input (top-left or centred)."""
+        rx, ry, rw, rh = region
+        nw, nh = min(p.width, max(1, round(rw * scale))), min(p.height, max(1, round(rh * scale)))
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        resized = cv2.resize(image, (nw, nh), interpolation=interp)
-        ox, oy = (self.size - nw) // 2, (self.size - nh) // 2
-        canvas = np.zeros((self.size, self.size, 3), dtype=np.float32)
-        canvas[oy : oy + nh, ox : ox + nw] = resized
-        tensor = (canvas / 127.5 - 1.0)[None]
-        outputs = self.model.run(tensor)
+        resized = cv2.resize(image[ry : ry + rh, rx : rx + rw], (nw, nh), interpolation=interp)
+        ox, oy = ((p.width - nw) // 2, (p.height - nh) // 2) if centre or p.width == self.size else (0, 0)
+        canvas = np.full((p.height, p.width, 3), -1.0, dtype=np.float32)
+        canvas[oy : oy + nh, ox : ox + nw] = resized / 127.5 - 1.0
+        outputs = p.model.run(canvas[None])
         raw, logits = outputs[self._reg_pos][0], outputs[self._score_pos][0, :, 0]
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -80.0, 80.0)))
         idx = np.nonzero(scores >= threshold)[0]
         if idx.size == 0:
             return []
-        raw, scores, anchors = raw[idx], scores[idx], self.anchors[idx]
-        centre = raw[:, 0:2] / self.box_scale + anchors
-        half = raw[:, 2:4] / self.box_scale / 2.0
-        corners = np.concatenate([centre - half, centre + half], axis=1)
-        kps = raw[:, 4:16].reshape(-1, 6, 2) / self.box_scale + anchors[:, None, :]
+        raw, scores, anchors = raw[idx] * self.px_per_unit, scores[idx], p.anchors[idx]
+        centres = raw[:, 0:2] + anchors
+        half = raw[:, 2:4] / 2.0
+        corners = np.concatenate([centres - half, centres + half], axis=1)
+        kps = raw[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
         faces = []
         offset = np.array([ox, oy], dtype=np.float32)
+        origin = np.array([rx, ry], dtype=np.float32)
+        limit = np.array([image.shape[1], image.shape[0]], dtype=np.float32)
+        # NMS in input pixels: the same IoU rule whatever the pass.
         for box, kp, score in weighted_nms(corners, kps, scores, self.nms_iou):
-            x1y1 = (box[:2] * self.size - offset) / scale
-            x2y2 = (box[2:] * self.size - offset) / scale
-            x1y1 = np.clip(x1y1, 0, [w, h])
-            x2y2 = np.clip(x2y2, 0, [w, h])
+            x1y1 = np.clip((box[:2] - offset) / scale + origin, 0, limit)
+            x2y2 = np.clip((box[2:] - offset) / scale + origin, 0, limit)
             wh = x2y2 - x1y1
             if wh[0] < 2 or wh[1] < 2:
                 continue
-            points = (kp * self.size - offset) / scale
+            points = (kp - offset) / scale + origin
             faces.append(Detection(box=np.concatenate([x1y1, wh]), keypoints=points.astype(np.float32), score=score))
         return faces

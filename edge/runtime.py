@@ -76,11 +76,77 @@ class LoadedModel:
     input_index: int
     input_shape: tuple[int, ...]
     output_indices: list[int]
+    path: Path | None = None  # the verified file, for variants with another input size
+    threads: int = 2
 
     def run(self, tensor: np.ndarray) -> list[np.ndarray]:
         self.interpreter.set_tensor(self.input_index, tensor)
         self.interpreter.invoke()
         return [self.interpreter.get_tensor(i) for i in self.output_indices]
+
+    def with_input_size(self, height: int, width: int) -> LoadedModel:
+        """The same (verified) model with a larger spatial input, for a fully convolutional detector.
+
+        The interpreter cannot simply be resized: fixed-size upsampling constants inside the
+        network stop it. They are rewritten for the new size (``resize_input_flatbuffer``) and
+        the result is loaded from memory, so nothing new is written to disk.
+        """
+        if self.path is None or self.accelerator != "cpu":
+            raise ModelLoadError(f"{self.spec.name}: only a CPU model loaded from its file can take another input size")
+        module, runtime = _interpreter_module()
+        content = resize_input_flatbuffer(self.path.read_bytes(), self.input_shape, height, width)
+        try:
+            interp = module.Interpreter(model_content=content, num_threads=self.threads)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"{self.spec.name}: cannot run at {width}x{height} input ({runtime}: {exc})") from exc
+        log.info("model %s prepared for %dx%d input", self.spec.name, width, height)
+        return _finish(self.spec, interp, "cpu", path=self.path, threads=self.threads)
+
+
+def resize_input_flatbuffer(content: bytes, shape: tuple[int, ...], height: int, width: int) -> bytes:
+    """Rewrite a TFLite model for an ``height`` x ``width`` input: input shape and RESIZE_* size constants.
+
+    Patched in place (same lengths), found with the flatbuffer reader: rebuilding the whole
+    model through the object API takes seconds, this takes a millisecond.
+    """
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError as exc:
+        raise ModelLoadError("another detector input size needs ai-edge-litert (pip install ai-edge-litert)") from exc
+    out = bytearray(content)
+    model = schema.Model.GetRootAs(out, 0)
+    graph = model.Subgraphs(0)
+    resize_ops = {schema.BuiltinOperator.RESIZE_BILINEAR, schema.BuiltinOperator.RESIZE_NEAREST_NEIGHBOR}
+    codes = [
+        max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode())
+        for i in range(model.OperatorCodesLength())
+    ]
+
+    def int32_view(table: Any) -> np.ndarray:
+        # Field 4 is the first vector of both Buffer (data) and Tensor (shape).
+        start = table._tab.Vector(table._tab.Offset(4))
+        length = table._tab.VectorLen(table._tab.Offset(4))
+        view = np.frombuffer(out, dtype=np.uint8, count=length * (4 if isinstance(table, schema.Tensor) else 1), offset=start)
+        return view.view(np.int32)
+
+    done: set[int] = set()
+    base_h, base_w = shape[1], shape[2]
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        if codes[op.OpcodeIndex()] not in resize_ops:
+            continue
+        index = graph.Tensors(op.Inputs(1)).Buffer()
+        if index in done:
+            continue
+        done.add(index)
+        size = int32_view(model.Buffers(index))
+        # Sizes scale with the input: an upsampling to 24x24 behind a 192x192 input is 1/8 of it.
+        new_h, new_w = int(size[0]) * height // base_h, int(size[1]) * width // base_w
+        if new_h * base_h != size[0] * height or new_w * base_w != size[1] * width:
+            raise ModelLoadError(f"input {width}x{height} does not fit the network's {size[1]}x{size[0]} upsampling grid")
+        size[:] = (new_h, new_w)
+    int32_view(graph.Tensors(graph.Inputs(0)))[:] = (shape[0], height, width, shape[3])
+    return bytes(out)
 
 
 def load_model(
@@ -113,17 +179,17 @@ def load_model(
                 path = manifest.verified_path(tpu_spec)
                 interp = module.Interpreter(model_path=str(path), experimental_delegates=[delegate])
                 log.info("model %s runs on the Edge TPU (%s, %s)", name, tpu_spec.file, runtime)
-                return _finish(tpu_spec, interp, "edgetpu")
+                return _finish(tpu_spec, interp, "edgetpu", path=path)
     path = manifest.verified_path(spec)
     try:
         interp = module.Interpreter(model_path=str(path), num_threads=max(1, threads))
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"runtime {runtime} refused model file {path} ({spec.name}): {exc}") from exc
     log.info("model %s runs on the CPU (%s, %d threads, %s)", name, spec.file, threads, runtime)
-    return _finish(spec, interp, "cpu")
+    return _finish(spec, interp, "cpu", path=path, threads=max(1, threads))
 
 
-def _finish(spec: ModelSpec, interp: Any, accelerator: str) -> LoadedModel:
+def _finish(spec: ModelSpec, interp: Any, accelerator: str, *, path: Path | None = None, threads: int = 2) -> LoadedModel:
     try:
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
@@ -137,4 +203,6 @@ def _finish(spec: ModelSpec, interp: Any, accelerator: str) -> LoadedModel:
         input_index=int(inp["index"]),
         input_shape=tuple(int(x) for x in inp["shape"]),
         output_indices=[int(d["index"]) for d in outputs],
+        path=path,
+        threads=threads,
     )

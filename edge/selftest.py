@@ -88,10 +88,11 @@ def check_camera(s: Settings) -> Result:
 
 
 def check_framing(s: Settings) -> Result:
+    from edge.detect import Reach
     from edge.models import load_manifest
 
     spec = load_manifest(s.recognition.models_dir).get(s.recognition.detector.model, "detector")
-    fraction = float(spec.extra.get("min_face_fraction", 0.06))
+    reach = Reach.of(spec.extra, int(spec.extra["input"]["shape"][1]), s.recognition.detector.min_face_px)
     notes, worst = [], "PASS"
     for src in s.sources:
         if not (src.face_distance_m and src.hfov_deg):
@@ -101,8 +102,8 @@ def check_framing(s: Settings) -> Result:
         width = src.width or 1920
         height = src.height or 1080
         px = face_pixels(src.face_distance_m, src.hfov_deg, width)
-        # The detector sees the frame shrunk to its input: it needs faces of `fraction` of the longer side.
-        need = max(fraction * max(width, height), s.recognition.quality.min_size_px)
+        # The detector's own minimum for this frame size (full-frame pass, or the fine pass for small faces).
+        need = max(reach.smallest_face(width, height), s.recognition.quality.min_size_px)
         if px < need:
             worst = "FAIL"
             notes.append(

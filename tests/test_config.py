@@ -47,3 +47,15 @@ def test_environment_variables_override_the_file(tmp_path: Path, monkeypatch: py
     cfg = tmp_path / "edge.toml"
     cfg.write_text('device_id = "pole-17"\n')
     assert load_settings(cfg).recognition.threads == 3
+
+
+def test_a_region_outside_the_camera_frame_is_refused_naming_the_camera(tmp_path: Path) -> None:
+    cfg = tmp_path / "edge.toml"
+    camera = '[[sources]]\ncamera = "gate"\nurl = "0"\n'
+    cfg.write_text(camera + "width = 1920\nheight = 1080\nregions = [[0, 300, 1920, 780], [1800, 0, 200, 100]]\n")
+    with pytest.raises(ConfigError, match=r"sources\.0.*regions\[1\].*outside the 1920x1080 frame"):
+        load_settings(cfg)
+    cfg.write_text(camera + "regions = [[0, 300, 1920, 780]]\n[recognition.detector]\nmin_face_px = 24\n")
+    s = load_settings(cfg)
+    assert s.sources[0].regions == [(0, 300, 1920, 780)]
+    assert s.recognition.detector.min_face_px == 24

@@ -26,8 +26,11 @@ from edge.sources import decode_image
 
 log = logging.getLogger(__name__)
 
-RESOLUTIONS = {"640x480": (640, 480), "1280x720": (1280, 720)}
+RESOLUTIONS = {"640x480": (640, 480), "1280x720": (1280, 720), "1920x1080": (1920, 1080)}
 FACE_COUNTS = (0, 1, 5)
+# Full-HD frames stand for a pole camera: its faces are distant, 45 px wide (the 30-60 px case).
+DISTANT_FACE_PX = {"1920x1080": 45.0}
+PATCH_FACE_PX = 109.0  # the detector's box width of the face in _face_patch()
 
 
 def sample_image(name: str) -> np.ndarray:
@@ -41,8 +44,11 @@ def _face_patch() -> np.ndarray:
     return img[20:260, 110:350]
 
 
-def synthetic_frame(width: int, height: int, faces: int, seed: int = 0) -> np.ndarray:
-    """A street-like frame (blurred texture) with ``faces`` copies of a real face, evenly spaced."""
+def synthetic_frame(width: int, height: int, faces: int, seed: int = 0, face_px: float | None = None) -> np.ndarray:
+    """A street-like frame (blurred texture) with ``faces`` copies of a real face, evenly spaced.
+
+    Faces fill most of their cell unless ``face_px`` asks for a face of that width (a distant face).
+    """
     rng = np.random.default_rng(seed)
     base = cv2.resize(sample_image("camera.png")[300:, :], (width, height))
     noise = rng.integers(0, 40, size=(height, width, 3), dtype=np.uint8)
@@ -53,7 +59,7 @@ def synthetic_frame(width: int, height: int, faces: int, seed: int = 0) -> np.nd
         cols = min(faces, 3)
         rows = (faces + cols - 1) // cols
         cell_w, cell_h = width // cols, height // rows
-        size = int(min(cell_w, cell_h) * 0.9)
+        size = int(min(cell_w, cell_h) * 0.9) if face_px is None else round(patch.shape[0] * face_px / PATCH_FACE_PX)
         p = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
         for i in range(faces):
             r, c = divmod(i, cols)
@@ -152,7 +158,7 @@ def run_bench(analyser: FaceAnalyser, *, quick: bool) -> dict[str, Any]:
     for label, (w, h) in RESOLUTIONS.items():
         fps[label] = {}
         for n in FACE_COUNTS:
-            img = synthetic_frame(w, h, n)
+            img = synthetic_frame(w, h, n, face_px=DISTANT_FACE_PX.get(label))
             found = len(analyser.analyse(img))
             if found != n:
                 log.warning("bench frame %s with %d faces: detector found %d", label, n, found)

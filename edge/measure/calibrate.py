@@ -10,7 +10,9 @@ from group photos of people not in the labelled set. The base threshold is the l
 * the pooled scores' empirical quantile at that rate,
 
 so a heavy tail cannot hide behind the Gaussian fit. Small faces, whose impostor scores
-spread higher, get their own raise computed the same way on the tiny-face probes.
+spread higher, get their own raises computed the same way: distant faces (each face placed
+at 36 and 52 px in a full-HD scene and found there by the detector's fine pass, as a pole
+camera sees passers-by) for faces under 64 px, and faces shrunk to 24 px for under 32 px.
 """
 
 from __future__ import annotations
@@ -28,11 +30,22 @@ import numpy as np
 
 from edge.analyze import FaceAnalyser
 from edge.measure.protocol import read_manifest
+from edge.measure.scenes import place_face
 from edge.sources import load_image
 
 log = logging.getLogger(__name__)
 
 SMALL_FACE_PX = 32.0
+DISTANT_FACE_PX = 64.0
+DISTANT_SIZES = (36, 52)
+
+
+def distant_scene(image: np.ndarray, box: np.ndarray, face_px: float, seed: int) -> np.ndarray:
+    """``image``'s face placed ``face_px`` wide in a plain, slightly noisy 1920x1080 scene."""
+    rng = np.random.default_rng(seed)
+    scene = rng.integers(90, 130, size=(1080, 1920, 3), dtype=np.uint8)
+    place_face(scene, image, box, face_px, rng)
+    return scene
 
 
 def degrade(image: np.ndarray, box: np.ndarray) -> dict[str, np.ndarray]:
@@ -55,6 +68,7 @@ def degrade(image: np.ndarray, box: np.ndarray) -> dict[str, np.ndarray]:
 class CalibrationResult:
     base: float
     small_face_raise: float
+    distant_face_raise: float
     target_far: float
     pairs: int
     small_pairs: int
@@ -84,7 +98,9 @@ def calibrate(analyser: FaceAnalyser, faces: Path, impostor_photos: list[Path], 
             continue
         refs.append(found[0].embedding)
         probes.setdefault("original", []).append((i, found[0].embedding))
-        for kind, img in degrade(image, found[0].detection.box).items():
+        box = found[0].detection.box
+        scenes = {f"distant{px}": distant_scene(image, box, px, i) for px in DISTANT_SIZES}
+        for kind, img in {**degrade(image, box), **scenes}.items():
             degraded = analyser.analyse(img, largest_only=True, apply_gate=False)
             if degraded:
                 probes.setdefault(kind, []).append((i, degraded[0].embedding))
@@ -106,14 +122,23 @@ def calibrate(analyser: FaceAnalyser, faces: Path, impostor_photos: list[Path], 
     per_kind["group_photo_faces"] = {"faces": cohort}
     allp = np.concatenate(pooled)
     base, gauss, emp = tail_threshold(allp, target_far)
-    small = np.concatenate([(ref_mat @ e)[ref_ids != ids[i]] for i, e in probes.get("tiny24", [])] or [np.zeros(1)])
-    small_t, _, _ = tail_threshold(small, target_far)
+
+    def kinds_threshold(kinds: list[str]) -> tuple[float, int]:
+        items = [(i, e) for k in kinds for i, e in probes.get(k, [])]
+        scores = np.concatenate([(ref_mat @ e)[ref_ids != ids[i]] for i, e in items] or [np.zeros(1)])
+        return tail_threshold(scores, target_far)[0], int(scores.size)
+
+    distant_t, _ = kinds_threshold([f"distant{px}" for px in DISTANT_SIZES])
+    small_t, small_pairs = kinds_threshold(["tiny24"])
+    distant_raise = round(max(0.0, distant_t - base), 3)
     return CalibrationResult(
         base=round(base, 3),
-        small_face_raise=round(max(0.0, small_t - base), 3),
+        # Rules add up: a face under 32 px gets both raises, which together reach the tiny faces' own tail.
+        small_face_raise=round(max(0.0, small_t - base - distant_raise), 3),
+        distant_face_raise=distant_raise,
         target_far=target_far,
         pairs=int(allp.size),
-        small_pairs=int(small.size),
+        small_pairs=small_pairs,
         mean=float(allp.mean()),
         std=float(allp.std()),
         details={"gaussian": round(gauss, 4), "empirical": round(emp, 4), "probes": per_kind},
@@ -124,6 +149,8 @@ def write_threshold(manifest_path: Path, embedder: str, result: CalibrationResul
     """Store the calibrated threshold with the embedder's entry in models/manifest.json."""
     raw = json.loads(manifest_path.read_text(encoding="utf-8"))
     rules = []
+    if result.distant_face_raise > 0:
+        rules.append({"metric": "size_px", "below": DISTANT_FACE_PX, "raise_by": result.distant_face_raise})
     if result.small_face_raise > 0:
         rules.append({"metric": "size_px", "below": SMALL_FACE_PX, "raise_by": result.small_face_raise})
     raw["models"][embedder]["threshold"] = {

@@ -1,0 +1,57 @@
+"""Build the distant-face development set: faces of ../shared/data/faces shrunk to 30-60 px in 1920x1080 scenes.
+
+    python tools/build_distant_set.py --out build/distant [--faces ../shared/data/faces] [--seed 0]
+    edge eval --manifest build/distant/faces.csv --nonfaces build/distant/nonfaces.csv
+
+Writes ``faces.csv`` (the eval manifest), ``truth.csv`` (where each face was placed) and
+``nonfaces.csv`` (every face-free image upscaled to a full scene). Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from edge.config import RecognitionSettings
+from edge.detect import BlazeFaceDetector
+from edge.measure.protocol import read_manifest
+from edge.measure.scenes import build_distant_set, build_nonface_scenes
+from edge.models import load_manifest
+from edge.runtime import load_model
+from edge.sources import load_image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--faces", type=Path, default=ROOT.parent / "shared" / "data" / "faces", help="development data folder")
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "distant", help="output folder")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-px", type=float, default=30.0, help="smallest face width placed")
+    ap.add_argument("--max-px", type=float, default=60.0, help="largest face width placed")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    settings = RecognitionSettings()
+    det = BlazeFaceDetector(load_model(load_manifest(settings.models_dir), settings.detector.model, kind="detector"))
+    nonfaces = read_manifest(args.faces / "nonfaces.csv")
+    # Scene backgrounds: the photographic face-free images (not the mask cut-outs, which are face-shaped).
+    backgrounds = [load_image(s.path) for s in nonfaces if "mask" not in s.path.name]
+    manifest, skipped = build_distant_set(
+        read_manifest(args.faces / "faces.csv"),
+        backgrounds,
+        det,
+        args.out,
+        min_px=args.min_px,
+        max_px=args.max_px,
+        seed=args.seed,
+    )
+    build_nonface_scenes([(s.path.name, load_image(s.path)) for s in nonfaces], args.out)
+    print(f"wrote {manifest} ({skipped} source photos without a findable face skipped) and {args.out / 'nonfaces.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
