@@ -183,4 +183,3 @@ def summary(net: DlibNet) -> str:
         shape = "x".join(str(s) for s in layer.arrays["weight"].shape) if "weight" in layer.arrays else ""
         parts.append(f"{layer.kind}{'(' + shape + ')' if shape else ''}")
     return " ".join(parts)
-

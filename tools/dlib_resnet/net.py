@@ -7,7 +7,10 @@ padding, so the fold is exact). The model therefore takes raw 0..255 RGB pixels,
 dlib adds tensors of different shapes by zero-filling the smaller one at the end of each
 dimension (``add_prev``): the shortcut of a down-sampling block has fewer channels than the
 block, and at 8→4 px the 2×2 average pool gives 4×4 while the stride-2 convolution gives
-3×3. ``_dlib_add`` reproduces that.
+3×3. The shortcut's average pool plus channel zero-fill is written as one 2×2 stride-2
+convolution with weights 1/4 on the diagonal (exact, and the converter keeps it NHWC where a
+channel PAD in NCHW made it wrap every later ADD in TRANSPOSEs); the spatial shortfall is
+zero-padded at the bottom and right as dlib does.
 """
 
 from __future__ import annotations
@@ -23,15 +26,23 @@ from tools.dlib_resnet.dat import DatFormatError, DlibNet, Layer
 LEVELS = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))
 
 
-def _dlib_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
+def _grow_hw(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    if t.shape[2] == h and t.shape[3] == w:
+        return t
+    return F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2]))
 
-    def grow(t: torch.Tensor) -> torch.Tensor:
-        if tuple(t.shape[1:]) == (c, h, w):
-            return t
-        return F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]))
 
-    return grow(a) + grow(b)
+def _pooling_shortcut(pool: Layer, channels_in: int, channels_out: int) -> nn.Conv2d:
+    """avg_pool (no padding) followed by zero channels, as one convolution."""
+    if pool.kind != "avg_pool_2" or pool.ints["padding_y"] or pool.ints["padding_x"]:
+        raise DatFormatError(f"expected an unpadded avg_pool_ shortcut, found {pool.kind} {pool.ints}")
+    kh, kw = pool.ints["nr"], pool.ints["nc"]
+    conv = nn.Conv2d(channels_in, channels_out, (kh, kw), stride=(pool.ints["stride_y"], pool.ints["stride_x"]), bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        for c in range(channels_in):
+            conv.weight[c, c] = 1.0 / (kh * kw)
+    return conv
 
 
 def _conv(con: Layer, affine: Layer) -> nn.Conv2d:
@@ -48,7 +59,7 @@ def _conv(con: Layer, affine: Layer) -> nn.Conv2d:
     )
     with torch.no_grad():
         conv.weight.copy_(torch.from_numpy(w * gamma[:, None, None, None]))
-        conv.bias.copy_(torch.from_numpy(con.arrays["bias"] * gamma + beta))
+        conv.bias = nn.Parameter(torch.from_numpy(con.arrays["bias"] * gamma + beta))
     return conv
 
 
@@ -59,15 +70,17 @@ class Block(nn.Module):
         super().__init__()
         self.conv1 = _conv(layers[0], layers[1])
         self.conv2 = _conv(layers[3], layers[4])
-        self.pool = None
+        self.shortcut: nn.Conv2d | None = None
         if down:
-            p = layers[5]
-            self.pool = nn.AvgPool2d((p.ints["nr"], p.ints["nc"]), (p.ints["stride_y"], p.ints["stride_x"]))
+            self.shortcut = _pooling_shortcut(layers[5], self.conv1.in_channels, self.conv2.out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv2(F.relu(self.conv1(x)))
-        shortcut = x if self.pool is None else self.pool(x)
-        return F.relu(_dlib_add(y, shortcut))
+        if self.shortcut is None:
+            return F.relu(y + x)
+        s = self.shortcut(x)
+        h, w = max(y.shape[2], s.shape[2]), max(y.shape[3], s.shape[3])
+        return F.relu(_grow_hw(y, h, w) + _grow_hw(s, h, w))
 
 
 class DlibResNet(nn.Module):
@@ -79,7 +92,8 @@ class DlibResNet(nn.Module):
         # Fold input_rgb_image_sized: (x - mean) / 256 feeds a padding-free convolution.
         means = torch.tensor(net.channel_means, dtype=torch.float32)
         with torch.no_grad():
-            stem.bias -= (stem.weight * means[None, :, None, None]).sum(dim=(1, 2, 3)) / 256.0
+            shift = (stem.weight * means[None, :, None, None]).sum(dim=(1, 2, 3)) / 256.0
+            stem.bias = nn.Parameter(stem.bias.data - shift if stem.bias is not None else -shift)
             stem.weight /= 256.0
         if layers[0].ints["padding_y"] or layers[0].ints["padding_x"]:
             raise DatFormatError("the input normalisation can only be folded into an unpadded first convolution")
@@ -112,4 +126,7 @@ class DlibResNet(nn.Module):
             x = x.permute(0, 3, 1, 2)
         x = self.max_pool(F.relu(self.stem(x)))
         x = self.blocks(x)
-        return self.fc(x.mean(dim=(2, 3)))
+        # avg_pool_everything as a pooling op: a MEAN over NCHW axes made the converter insert a TRANSPOSE.
+        x = F.avg_pool2d(x, (int(x.shape[2]), int(x.shape[3])))
+        out: torch.Tensor = self.fc(x.flatten(1))
+        return out
