@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,25 @@ def _dlib() -> Any:
     return dlib
 
 
+def _rotate(centre: np.ndarray, p: np.ndarray, angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    d = p - centre
+    return centre + np.array([c * d[0] - s * d[1], s * d[0] + c * d[1]])
+
+
+def mapping_to_chip(details: Any) -> np.ndarray:
+    """dlib's get_mapping_to_chip: the 2×3 affine taking image pixels to chip pixels."""
+    rect = details.rect
+    angle = float(details.angle)
+    rows, cols = int(details.rows), int(details.cols)
+    centre = np.array([(rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2])
+    corners = [np.array([rect.left(), rect.top()]), np.array([rect.right(), rect.top()]), np.array([rect.right(), rect.bottom()])]
+    src = np.array([_rotate(centre, p, angle) for p in corners])
+    dst = np.array([[0, 0], [cols - 1, 0], [cols - 1, rows - 1]], dtype=np.float64)
+    a = np.hstack([src, np.ones((3, 1))])
+    return np.linalg.solve(a, dst).T
+
+
 @dataclass
 class ReferenceFace:
     path: Path
@@ -56,6 +76,7 @@ class ReferenceFace:
     landmarks: np.ndarray  # dlib's 5 points (x, y): right eye corners, left eye corners, nose base
     chip: np.ndarray  # 150×150 RGB, dlib.get_face_chip(padding=0.25)
     descriptor: np.ndarray  # dlib's 128-d face descriptor of ``chip``
+    to_chip: np.ndarray  # 2×3 affine: image pixels to chip pixels, exactly as dlib extracted the chip
 
 
 class DlibReference:
@@ -77,10 +98,11 @@ class DlibReference:
             return None
         box = max(boxes, key=lambda b: b.width() * b.height())
         shape = self.shapes(rgb, box)
-        chip = np.asarray(self.dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
+        details = self.dlib.get_face_chip_details(shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        chip = np.asarray(self.dlib.extract_image_chip(rgb, details))
         points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
         descriptor = np.asarray(self.encoder.compute_face_descriptor(chip), dtype=np.float32)
-        return ReferenceFace(path, identity, rgb, points, chip, descriptor)
+        return ReferenceFace(path, identity, rgb, points, chip, descriptor, mapping_to_chip(details))
 
     def faces(self, manifest: Path, limit: int | None = None) -> list[ReferenceFace]:
         """Reference faces of a ``path,identity`` manifest, in file order."""
