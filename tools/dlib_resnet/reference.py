@@ -52,7 +52,8 @@ def _dlib() -> Any:
 def _rotate(centre: np.ndarray, p: np.ndarray, angle: float) -> np.ndarray:
     c, s = math.cos(angle), math.sin(angle)
     d = p - centre
-    return centre + np.array([c * d[0] - s * d[1], s * d[0] + c * d[1]])
+    out: np.ndarray = centre + np.array([c * d[0] - s * d[1], s * d[0] + c * d[1]])
+    return out
 
 
 def mapping_to_chip(details: Any) -> np.ndarray:
