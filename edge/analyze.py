@@ -112,7 +112,7 @@ class FaceAnalyser:
         faces: list[AnalysedFace] = []
         crops: list[np.ndarray] = []
         for det in detections:
-            crop = align_face(image, det.keypoints, self.embedder.crop_size)
+            crop = align_face(image, det.keypoints, self.embedder.crop_size, self.embedder.alignment)
             q = measure(det, crop)
             reasons = self.gate.reasons(q) if apply_gate else []
             faces.append(AnalysedFace(det, q, crop, np.zeros(0, np.float32), reasons))

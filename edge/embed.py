@@ -1,27 +1,44 @@
-"""Face embedding: the ``Embedder`` interface and MobileFaceNet on TFLite.
+"""Face embedding: the ``Embedder`` interface and TFLite embedders (MobileFaceNet, dlib's ResNet).
 
-The MobileFaceNet export has a fixed batch of 2 (it cannot be resized to 1 under
-XNNPACK). A single face fills both slots with the crop and its mirror image; the two
-embeddings are summed before L2 normalisation, which makes the result less sensitive
-to pose and lighting asymmetry. Several faces are embedded two crops per call.
+Each embedder's manifest entry says how its input is prepared: ``input.normalisation``
+(applied to RGB 0..255 pixels), ``input.alignment`` (the crop template, see edge/align.py)
+and the crop size (the model's input shape). Full-integer models (int8 input and output)
+are fed and read through their tensors' quantisation parameters.
+
+A single face fills a batch with the crop and its mirror image (two calls for a batch-1
+model); the two embeddings are L2-normalised and summed before the final normalisation,
+which makes the result less sensitive to pose and lighting asymmetry. MobileFaceNet's
+export has a fixed batch of 2 (it cannot be resized to 1 under XNNPACK).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from edge.align import DEFAULT_ALIGNMENT, TEMPLATES
+from edge.errors import ModelError
 from edge.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
+
+# manifest normalisation -> (per-channel offset, divisor): model input = (pixel - offset) / divisor
+NORMALISATIONS: dict[str, tuple[tuple[float, float, float], float]] = {
+    "(x - 127.5) / 128": ((127.5, 127.5, 127.5), 128.0),
+    # dlib's ResNet with its input layer folded into the first convolution: raw pixels.
+    "x": ((0.0, 0.0, 0.0), 1.0),
+    # dlib's input_rgb_image_sized, for an export that keeps it outside the model.
+    "(x - [122.782, 117.001, 104.298]) / 256": ((122.782, 117.001, 104.298), 256.0),
+}
 
 
 class Embedder(Protocol):
     name: str
     dimension: int
     crop_size: int
+    alignment: str
     sha256: str
     embedding_space: str
 
@@ -36,6 +53,16 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _quantisation(details: dict[str, Any]) -> tuple[float, int] | None:
+    """(scale, zero point) of an integer tensor, None for a float one."""
+    if np.dtype(details["dtype"]).kind == "f":
+        return None
+    scale, zero = details["quantization"]
+    if not scale:
+        raise ModelError(f"integer tensor {details['name']!r} has no quantisation parameters")
+    return float(scale), int(zero)
+
+
 class TFLiteEmbedder:
     def __init__(self, model: LoadedModel, *, flip: bool = True) -> None:
         spec = model.spec
@@ -47,16 +74,42 @@ class TFLiteEmbedder:
         self.batch = int(model.input_shape[0])
         self.crop_size = int(model.input_shape[1])
         self.flip = flip
-        norm = spec.extra["input"]["normalisation"]
-        if norm != "(x - 127.5) / 128":
-            raise ValueError(f"{self.name}: unsupported normalisation {norm!r}")
+        inp = spec.extra["input"]
+        norm = inp["normalisation"]
+        if norm not in NORMALISATIONS:
+            raise ModelError(f"{self.name}: unsupported normalisation {norm!r}; known: {sorted(NORMALISATIONS)}")
+        offset, divisor = NORMALISATIONS[norm]
+        self._offset = np.array(offset, dtype=np.float32)
+        self._divisor = np.float32(divisor)
+        self.alignment = str(inp.get("alignment", DEFAULT_ALIGNMENT))
+        if self.alignment not in TEMPLATES:
+            raise ModelError(f"{self.name}: unknown alignment {self.alignment!r}; known: {sorted(TEMPLATES)}")
+        interp = model.interpreter
+        in_details = next(d for d in interp.get_input_details() if int(d["index"]) == model.input_index)
+        out_details = next(d for d in interp.get_output_details() if int(d["index"]) == model.output_indices[0])
+        self._in_dtype = np.dtype(in_details["dtype"])
+        self._in_q = _quantisation(in_details)
+        self._out_q = _quantisation(out_details)
+
+    def _prepare(self, tensor: np.ndarray) -> np.ndarray:
+        x = (tensor - self._offset) / self._divisor
+        if self._in_q is None:
+            return x.astype(self._in_dtype)
+        scale, zero = self._in_q
+        info = np.iinfo(self._in_dtype)
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(self._in_dtype)
 
     def _run(self, crops: list[np.ndarray]) -> np.ndarray:
         """Raw embeddings for up to ``batch`` crops (unused slots are zeros)."""
         tensor = np.zeros((self.batch, self.crop_size, self.crop_size, 3), dtype=np.float32)
         for i, crop in enumerate(crops):
-            tensor[i] = (crop.astype(np.float32) - 127.5) / 128.0
-        return np.asarray(self.model.run(tensor)[0][: len(crops)], dtype=np.float32)
+            tensor[i] = crop
+        raw = self.model.run(self._prepare(tensor))[0][: len(crops)]
+        if self._out_q is None:
+            return np.asarray(raw, dtype=np.float32)
+        scale, zero = self._out_q
+        out: np.ndarray = (raw.astype(np.float32) - zero) * scale
+        return out
 
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         if not crops:

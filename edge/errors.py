@@ -23,6 +23,10 @@ class ModelLoadError(ModelError):
     """The runtime refused a model file (corrupt flatbuffer, wrong shapes)."""
 
 
+class AlignmentError(ModelError):
+    """An embedder's manifest names an alignment template this build does not know."""
+
+
 class RuntimeMissingError(EdgeError):
     """Neither ai_edge_litert nor tflite_runtime can be imported."""
 

@@ -83,19 +83,20 @@ class ModelManifest:
     def verified_path(self, spec: ModelSpec) -> Path:
         """The model's path after checking it exists and matches its size and sha256."""
         path = self.path(spec)
+        built_by = spec.extra.get("source", {}).get("built_by")
+        hint = f"rebuild it with `python {built_by}`" if built_by else REBUILD_HINT
         if not path.is_file():
-            raise ModelMissingError(f"model file {path} ({spec.name}) is missing; {REBUILD_HINT}")
+            raise ModelMissingError(f"model file {path} ({spec.name}) is missing; {hint}")
         size = path.stat().st_size
         if size != spec.size:
             raise ModelHashMismatchError(
-                f"model file {path} ({spec.name}) is {size} bytes, the manifest says {spec.size} "
-                f"(truncated or replaced); {REBUILD_HINT}"
+                f"model file {path} ({spec.name}) is {size} bytes, the manifest says {spec.size} (truncated or replaced); {hint}"
             )
         digest = sha256_file(path)
         if digest != spec.sha256:
             raise ModelHashMismatchError(
                 f"model file {path} ({spec.name}) has sha256 {digest}, the manifest says {spec.sha256} "
-                f"(altered or wrong version); {REBUILD_HINT}"
+                f"(altered or wrong version); {hint}"
             )
         return path
 

@@ -9,6 +9,9 @@ hashes instead, for a deliberate model upgrade).
 
     python tools/build_models.py            # restore missing/altered models, verify all
     python tools/build_models.py --check    # only verify what is on disk
+
+Models converted by a build tool (their ``source.built_by``, e.g. tools/build_dlib_resnet.py)
+are verified here like the others; rebuilding them is that tool's job.
 """
 
 from __future__ import annotations
@@ -83,6 +86,13 @@ def main() -> int:
                 failures += 1
                 continue
             src = entry.get("source", {})
+            if src.get("built_by"):  # converted by a build tool (e.g. dlib's ResNet): that tool rebuilds and checks it
+                print(
+                    f"BAD      {name}: {entry['file']} is {'missing' if on_disk is None else 'altered'}; "
+                    f"rebuild it with `python {src['built_by']}`"
+                )
+                failures += 1
+                continue
             if src.get("registry") not in ("pypi", "npm"):
                 print(f"BAD      {name}: no registry source to rebuild from ({src.get('built_by', 'unknown')})")
                 failures += 1
