@@ -170,8 +170,9 @@ class Daemon:
             held_s = time.monotonic() - self.storage_full_since
             log.warning("disk space back after %.0fs: held messages stored (%d lost to the memory bound)", held_s,
                         self.unstored_lost)  # fmt: skip
-            audit.append(self.outbox.conn, "storage.full", "recovered",
-                         detail={"seconds": round(held_s, 1), "lost_over_memory_bound": self.unstored_lost})  # fmt: skip
+            self.outbox.note(
+                "storage.full", "recovered", {"seconds": round(held_s, 1), "lost_over_memory_bound": self.unstored_lost}
+            )
             self.storage_full_since = None
             if self.last_error and self.last_error.startswith("disk full"):
                 self.last_error = None

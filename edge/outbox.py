@@ -153,6 +153,11 @@ class Outbox:
             self.clock_jumps += 1
             self.last_clock_jump_s = round(delta, 1)
 
+    def note(self, kind: str, outcome: str, detail: dict[str, Any]) -> None:
+        """Append an audit record through this outbox's connection (its lock keeps other threads out)."""
+        with self._lock:
+            audit.append(self.conn, kind, outcome, detail=detail)
+
     def check_clock(self) -> None:
         """Compensate a wall-clock jump now (also done on every add), so ages and the status stay right."""
         if not self._jumps.jump():
