@@ -120,7 +120,9 @@ def daemon_kit(work: Path) -> Path:
     return kit
 
 
-def daemon_config(kit: Path, run: Path, port: int, urls: list[str], *, stop_at_end: bool = True, apply: bool = True) -> Path:
+def daemon_config(
+    kit: Path, run: Path, port: int, urls: list[str], *, stop_at_end: bool = True, apply: bool = True, device_id: str = "pole-1"
+) -> Path:
     from edge.cli import main
 
     run.mkdir(parents=True, exist_ok=True)
@@ -130,7 +132,7 @@ def daemon_config(kit: Path, run: Path, port: int, urls: list[str], *, stop_at_e
     )
     cfg = run / "edge.toml"
     cfg.write_text(
-        f'device_id = "pole-1"\ndata_dir = "{run / "data"}"\n{sources}'
+        f'device_id = "{device_id}"\ndata_dir = "{run / "data"}"\n{sources}'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nstatus_interval_s = 1\n'
         f'[watchlist]\nname = "city"\npublic_keys = ["{kit / "keys" / "watchlist.pub"}"]\n'
         "[daemon]\nwatchlist_wait_s = 20\ndrain_timeout_s = 60\n"

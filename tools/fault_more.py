@@ -77,7 +77,9 @@ def bad_frames(folder: Path) -> int:
     cv2.imwrite(str(folder / "a003_tiny.png"), np.zeros((8, 8, 3), np.uint8))
     cv2.imwrite(str(folder / "a004_strip.png"), np.zeros((10, 9000, 3), np.uint8))
     cv2.imwrite(str(folder / "a005_sliver.png"), np.zeros((4, 640, 3), np.uint8))
-    return 6
+    data = (folder / "f0003.jpg").read_bytes()
+    (folder / "a009_truncated.jpg").write_bytes(data[: len(data) // 2])  # OpenCV 5 refuses a JPEG cut in half
+    return 7
 
 
 def frames(work: Path, iterations: int) -> dict[str, Any]:
@@ -98,13 +100,11 @@ def frames(work: Path, iterations: int) -> dict[str, Any]:
         n += 1
     src.close()
     refused = bad_frames(folder)
-    # Odd but valid frames the pipeline must take: grey, 16-bit, a different size, a truncated JPEG's upper part.
+    # Odd but valid frames the pipeline must take: grey, 16-bit, a different size.
     grey = np.asarray(cv2.imread(str(folder / "f0005.jpg"), cv2.IMREAD_GRAYSCALE), dtype=np.uint8)
     cv2.imwrite(str(folder / "a006_grey.png"), grey)
     cv2.imwrite(str(folder / "a007_16bit.png"), (grey.astype(np.uint16) * 256))
     cv2.imwrite(str(folder / "a008_small.jpg"), cv2.resize(grey, (160, 120)))
-    data = (folder / "f0003.jpg").read_bytes()
-    (folder / "a009_truncated.jpg").write_bytes(data[: len(data) // 2])
     run = work / "frames-run"
     cfg = daemon_config(kit, run, b.port, [str(folder)])
     try:

@@ -191,19 +191,20 @@ def corrupt_db(work: Path, iterations: int) -> dict[str, Any]:
     try:
         for i, mode in enumerate(modes):
             run = work / f"corrupt-{i}-{mode}"
-            cfg = daemon_config(kit, run, b.port, [str(run / "no-camera.avi")], stop_at_end=False)
+            dev = f"pole-{i}"  # one device per run: each status in the console is that run's own
+            cfg = daemon_config(kit, run, b.port, [str(run / "no-camera.avi")], stop_at_end=False, device_id=dev)
             db = run / "data" / "edge.db"
             ob = Outbox(db, max_rows=1000, max_age_s=86400)
             ids = []
             for _ in range(20):
-                p = hit_payload("pole-1", first_seen=iso(time.time()))
-                ob.add(str(p["event_id"]), hits_topic("pole-1"), json.dumps(p).encode(), kind="hit")
+                p = hit_payload(dev, first_seen=iso(time.time()))
+                ob.add(str(p["event_id"]), hits_topic(dev), json.dumps(p).encode(), kind="hit")
                 ids.append(str(p["event_id"]))
             ob.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             ob.close()
             damage(db, mode)
             proc = start_daemon(cfg, run / "daemon.log")
-            status = wait_status(console, lambda s: s.get("watchlist", {}).get("version") == 1 and "database" in s, 60)
+            status = wait_status(console, lambda s: s.get("watchlist", {}).get("version") == 1 and "database" in s, 60, dev)
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
             rep = (status or {}).get("database", {})
@@ -237,11 +238,13 @@ def damage(db: Path, mode: str) -> None:
             f.write(b"\x00not a database any more" * 8)
 
 
-def wait_status(console: Console, cond: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any] | None:
+def wait_status(
+    console: Console, cond: Callable[[dict[str, Any]], bool], timeout: float, device: str = "pole-1"
+) -> dict[str, Any] | None:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        rows = console.query("SELECT last_status FROM devices WHERE device_id = 'pole-1'") if console.db.exists() else []
+        rows = console.query(f"SELECT last_status FROM devices WHERE device_id = '{device}'") if console.db.exists() else []
         if rows:
             last = dict(json.loads(rows[0][0]))
             if cond(last):
