@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.config import SourceSettings
-from edge.errors import FrameError
+from edge.errors import FrameError, ImageDecodeError
 from edge.sources import FrameSource, SourceError, check_frame, make_source
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class SourceRunner:
         self.captured = 0
         self.dropped = 0
         self.bad_frames = 0
+        self.last_bad_frame: str | None = None
         self.reopens = 0
         self.last_error: str | None = None
         self.ended = threading.Event()
@@ -125,7 +126,12 @@ class SourceRunner:
         min_gap = 1.0 / self.settings.fps_cap if self.settings.fps_cap else 0.0
         last_t = -1e9
         while not self._stop.is_set():
-            image = self.source.read()
+            try:
+                image = self.source.read()
+            except ImageDecodeError as exc:  # one unreadable file of a folder: count it, keep the timeline, go on
+                index += 1
+                self._bad_frame(index, exc)
+                continue
             if image is None:
                 return True
             index += 1
@@ -138,14 +144,18 @@ class SourceRunner:
             try:
                 image = check_frame(image)
             except FrameError as exc:
-                self.bad_frames += 1
-                if self.bad_frames <= 3 or self.bad_frames % 100 == 0:
-                    log.warning("camera %s: bad frame %d skipped (%s)", self.camera, index, exc)
+                self._bad_frame(index, exc)
                 continue
             last_t = t
             self.captured += 1
             self._put(CapturedFrame(self.camera, image, index, t, time.time()))
         return False
+
+    def _bad_frame(self, index: int, exc: Exception) -> None:
+        self.bad_frames += 1
+        self.last_bad_frame = str(exc)
+        if self.bad_frames <= 3 or self.bad_frames % 100 == 0:  # a broken camera must not flood the log
+            log.warning("camera %s: bad frame %d skipped (%s); %d so far", self.camera, index, exc, self.bad_frames)
 
     def status(self) -> dict[str, object]:
         return {
@@ -154,6 +164,7 @@ class SourceRunner:
             "frames": self.captured,
             "dropped": self.dropped,
             "bad_frames": self.bad_frames,
+            "last_bad_frame": self.last_bad_frame,
             "reopens": self.reopens,
             "error": self.last_error,
         }

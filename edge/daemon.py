@@ -27,10 +27,11 @@ from edge.analyze import FaceAnalyser
 from edge.capture import CapturedFrame, SourceRunner
 from edge.config import Settings
 from edge.db import connect
+from edge.dbcheck import check_and_recover
 from edge.errors import ConfigError
 from edge.health import cpu_temperature_c, sd_notify, watchdog_interval_s
 from edge.match import Matcher, MatcherHolder
-from edge.outbox import Outbox
+from edge.outbox import Outbox, StorageFullError
 from edge.publish import BrokerOptions, ConsoleSink, Publisher, ack_topic, hits_topic
 from edge.track import Decision, Observation, Tracker
 from edge.watchlist.bundle import format_time, trusted_keys
@@ -40,6 +41,9 @@ from edge.watchlist.sync import WatchlistSync
 log = logging.getLogger(__name__)
 
 EVENT_NAMESPACE = uuid.UUID("5f0c6d1e-6b1e-4e59-9a57-3f4f1b2f7a10")
+# Messages held in memory while the disk is full (lost only if the process dies before it frees up).
+UNSTORED_MAX = 10_000
+STORAGE_RETRY_S = 1.0
 
 
 def iso(ts: float) -> str:
@@ -53,7 +57,7 @@ class Daemon:
         if not settings.sources:
             raise ConfigError("no [[sources]] configured: nothing to watch")
         self.s = settings
-        self.started = time.time()
+        self.started = time.monotonic()  # uptime is an interval: immune to wall-clock jumps
         self.stop_event = threading.Event()
         self.analyser = FaceAnalyser.from_settings(settings.recognition)
         self.embedder_spec = self.analyser.embedder
@@ -63,6 +67,8 @@ class Daemon:
             "detector": manifest.get(settings.recognition.detector.model, "detector").sha256,
             "embedder": manifest.get(settings.recognition.embedder, "embedder").sha256,
         }
+        # Before anything opens the database: a damaged file is moved aside and rebuilt (see edge.dbcheck).
+        self.db_report = check_and_recover(settings.database)
         self.outbox = Outbox(settings.database, max_rows=settings.outbox.max_rows, max_age_s=settings.outbox.max_age_days * 86400)
         self.store = WatchlistStore(connect(settings.database))  # the main thread's own connection
         self.holder = MatcherHolder(Matcher.from_store(self.store, settings.watchlist.name))
@@ -74,8 +80,13 @@ class Daemon:
         self.stage_ms: dict[str, deque[float]] = {k: deque(maxlen=200) for k in ("detect", "align", "embed", "match")}
         self.frame_times: deque[float] = deque(maxlen=100)
         self.last_progress = time.monotonic()
-        self.last_error: str | None = None
+        self.last_error: str | None = None if self.db_report.ok else self.db_report.summary()
         self.hits = 0
+        self.unstored: deque[tuple[str, str, bytes, dict[str, Any]]] = deque()
+        self.unstored_lost = 0
+        self.storage_full_since: float | None = None
+        self._storage_lock = threading.Lock()
+        self._next_storage_retry = 0.0
         keys = trusted_keys(settings.watchlist.public_keys) if settings.watchlist.public_keys else {}
         if not keys:
             log.warning("watchlist.public_keys is empty: no watchlist bundle can be applied")
@@ -117,7 +128,55 @@ class Daemon:
 
     def _queue_ack(self, ack: dict[str, Any]) -> None:
         ack["device_id"] = self.s.device_id
-        self.outbox.add(str(uuid.uuid4()), ack_topic(self.s.device_id), json.dumps(ack).encode(), kind="ack")
+        self._store(str(uuid.uuid4()), ack_topic(self.s.device_id), json.dumps(ack).encode(), {"kind": "ack"})
+        self.publisher.kick()
+
+    # --- storage (disk full) ---
+
+    def _store(self, event_id: str, topic: str, payload: bytes, kw: dict[str, Any]) -> bool:
+        """Commit to the outbox; while the disk is full, hold the message in memory (bounded) and retry."""
+        with self._storage_lock:
+            if not self.unstored:
+                try:
+                    return self.outbox.add(event_id, topic, payload, **kw)
+                except StorageFullError as exc:
+                    self._storage_full(exc)
+            if len(self.unstored) >= UNSTORED_MAX:
+                self.unstored.popleft()
+                self.unstored_lost += 1
+            self.unstored.append((event_id, topic, payload, kw))
+            return True
+
+    def _storage_full(self, exc: StorageFullError) -> None:
+        if self.storage_full_since is None:
+            self.storage_full_since = time.monotonic()
+            log.error("DISK FULL: %s; new messages are held in memory (up to %d) until space frees up", exc, UNSTORED_MAX)
+        self.last_error = f"disk full: the outbox cannot grow ({exc.__cause__ or exc})"
+
+    def retry_unstored(self) -> None:
+        """Move messages held during a disk-full episode into the outbox, oldest first, as soon as it has room."""
+        now = time.monotonic()
+        if not self.unstored or now < self._next_storage_retry:
+            return
+        self._next_storage_retry = now + STORAGE_RETRY_S
+        with self._storage_lock:
+            while self.unstored:
+                event_id, topic, payload, kw = self.unstored[0]
+                try:
+                    self.outbox.add(event_id, topic, payload, **kw)
+                except StorageFullError:
+                    return
+                self.unstored.popleft()
+            assert self.storage_full_since is not None
+            held_s = time.monotonic() - self.storage_full_since
+            log.warning("disk space back after %.0fs: held messages stored (%d lost to the memory bound)", held_s,
+                        self.unstored_lost)  # fmt: skip
+            self.outbox.note(
+                "storage.full", "recovered", {"seconds": round(held_s, 1), "lost_over_memory_bound": self.unstored_lost}
+            )
+            self.storage_full_since = None
+            if self.last_error and self.last_error.startswith("disk full"):
+                self.last_error = None
         self.publisher.kick()
 
     def _event_id(self, d: Decision) -> str:
@@ -172,14 +231,16 @@ class Daemon:
         for d in decisions:
             event_id = self._event_id(d)
             payload = self._hit_payload(d, matcher, event_id)
-            stored = self.outbox.add(
+            stored = self._store(
                 event_id,
                 hits_topic(self.s.device_id),
                 json.dumps(payload, separators=(",", ":")).encode(),
-                kind="hit",
-                audit_detail={"entry_id": d.entry_id, "camera": d.track.camera, "score": payload["score"]},
-                watchlist=matcher.name,
-                version=matcher.version,
+                {
+                    "kind": "hit",
+                    "audit_detail": {"entry_id": d.entry_id, "camera": d.track.camera, "score": payload["score"]},
+                    "watchlist": matcher.name,
+                    "version": matcher.version,
+                },
             )
             if stored:
                 self.hits += 1
@@ -243,13 +304,14 @@ class Daemon:
         m = self.holder.matcher
         info = self.store.current(self.s.watchlist.name)
         errors = [e for e in (self.last_error, self.publisher.last_error, self.sync.last_error) if e]
+        full = self.storage_full_since is not None
         return {
             "schema": "edge.status/1",
             "device_id": self.s.device_id,
-            "state": state,
+            "state": "degraded" if state == "online" and full else state,
             "ts": iso(time.time()),
             "version": __version__,
-            "uptime_s": round(time.time() - self.started, 1),
+            "uptime_s": round(time.monotonic() - self.started, 1),
             "fps": round(fps, 2),
             "latency_ms": {k: round(statistics.median(v), 2) if v else None for k, v in self.stage_ms.items()},
             "outbox": {"depth": ob.depth, "oldest_age_s": ob.oldest_age_s, "dropped": ob.dropped, "failed": ob.failed_publishes},
@@ -266,6 +328,13 @@ class Daemon:
             "accelerator": self.analyser.detector.model.accelerator,  # type: ignore[attr-defined]
             "cpu_temp_c": cpu_temperature_c(),
             "cameras": [r.status() for r in self.runners],
+            "storage": {
+                "state": "full" if full else "ok",
+                "held_in_memory": len(self.unstored),
+                "lost_over_memory_bound": self.unstored_lost,
+            },
+            "database": self.db_report.as_status(),
+            "clock": {"jumps": self.outbox.clock_jumps, "last_jump_s": self.outbox.last_clock_jump_s},
             "last_error": errors[0] if errors else None,
         }
 
@@ -303,6 +372,7 @@ class Daemon:
                 if self._all_ended():
                     code = self._finish_recordings()
                     break
+            self.retry_unstored()
             now = time.monotonic()
             if now >= next_status:
                 self.publisher.publish_status(self.status())
@@ -327,8 +397,15 @@ class Daemon:
 
     def _finish_recordings(self) -> int:
         self._emit(self.tracker.finish())
+        deadline = time.monotonic() + self.s.daemon.drain_timeout_s
+        while self.unstored and time.monotonic() < deadline and not self.stop_event.is_set():
+            self.retry_unstored()  # a full disk: delivered rows free space for the held ones
+            self.stop_event.wait(0.2)
         log.info("all recordings ended; waiting up to %.0fs for the broker to take the last hits", self.s.daemon.drain_timeout_s)
-        if self.publisher.wait_drained(self.s.daemon.drain_timeout_s):
+        if self.unstored:
+            log.error("disk still full: %d messages held in memory are lost when the daemon stops", len(self.unstored))
+            return 1
+        if self.publisher.wait_drained(max(1.0, deadline - time.monotonic())):
             log.info("every hit delivered (%d this run)", self.hits)
             return 0
         log.error("%d messages still undelivered; they stay in the outbox for the next start", self.outbox.stats().depth)

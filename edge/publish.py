@@ -147,6 +147,8 @@ class Publisher:
         self.failed_publishes = 0
         self._inflight: dict[int, tuple[str, float]] = {}
         self._retry_at: dict[str, float] = {}
+        self._publishing = False
+        self._early: dict[int, Any] = {}
         self._lock = threading.Lock()
         self._kick = threading.Event()
         self._stop = threading.Event()
@@ -207,9 +209,13 @@ class Publisher:
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: Any, _p: Any) -> None:
         with self._lock:
             item = self._inflight.pop(mid, None)
+            if item is None and self._publishing:
+                self._early[mid] = reason  # acknowledged before the flush thread could register it
         if item is None:
             return
-        event_id = item[0]
+        self._settle(item[0], reason)
+
+    def _settle(self, event_id: str, reason: Any) -> None:
         if reason.is_failure:
             self.failed_publishes += 1
             self.last_error = f"broker refused message {event_id}: {reason}"
@@ -253,12 +259,29 @@ class Publisher:
         if room <= 0:
             return
         for row in self.outbox.pending(room, busy | waiting):
+            # paho's publish() takes its own locks and its network thread calls _on_publish holding them: calling
+            # publish() under self._lock deadlocked both threads (found by tools/faults.py disk-full under load).
             with self._lock:
+                self._publishing = True
+            early = None
+            info: Any = None
+            try:
                 info = self.client.publish(row.topic, row.payload, qos=1)
-                if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                    log.warning("publish of %s failed (%s); retried later", row.event_id, mqtt.error_string(info.rc))
-                    continue
-                self._inflight[info.mid] = (row.event_id, now)
+            finally:
+                with self._lock:
+                    self._publishing = False
+                    ok = info is not None and info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
+                    if ok:
+                        # Message ids are unique among messages in flight, so an early ack for this mid is this row's.
+                        early = self._early.pop(info.mid, None)
+                        if early is None:
+                            self._inflight[info.mid] = (row.event_id, now)
+                    self._early.clear()
+            if not ok:
+                log.warning("publish of %s failed (%s); retried later", row.event_id, mqtt.error_string(info.rc) if info else "?")
+                continue
+            if early is not None:
+                self._settle(row.event_id, early)
 
     def wait_drained(self, timeout: float) -> bool:
         """Wait until the outbox is empty (everything acknowledged) or ``timeout`` passes."""

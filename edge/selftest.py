@@ -64,6 +64,7 @@ def check_runtime(s: Settings) -> Result:
 
 
 def check_camera(s: Settings) -> Result:
+    from edge.errors import ImageDecodeError
     from edge.sources import SourceError, make_source
 
     if not s.sources:
@@ -76,6 +77,8 @@ def check_camera(s: Settings) -> Result:
             frame = source.read()
         except SourceError as exc:
             return Result("camera", "FAIL", f"{exc} (check the cable / URL / camera ribbon)")
+        except ImageDecodeError as exc:  # a folder source whose first file is not an image
+            return Result("camera", "FAIL", f"camera {src.camera}: first frame unreadable: {exc}")
         finally:
             source.close()
         if frame is None:

@@ -19,6 +19,8 @@ from edge.errors import EdgeError, FrameError, ImageDecodeError
 
 log = logging.getLogger(__name__)
 
+# Larger than any camera this runs on (8K is 7680): a bigger "frame" is a corrupt header, not a picture.
+MAX_FRAME_SIDE = 8192
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})
 
 
@@ -67,6 +69,8 @@ def check_frame(image: object) -> np.ndarray:
         raise FrameError(f"frame must be uint8, got {image.dtype}")
     if image.shape[0] < 16 or image.shape[1] < 16:
         raise FrameError(f"frame too small to hold a face: {image.shape[1]}x{image.shape[0]}")
+    if max(image.shape[:2]) > MAX_FRAME_SIDE:
+        raise FrameError(f"frame too large: {image.shape[1]}x{image.shape[0]} (at most {MAX_FRAME_SIDE} px a side)")
     return np.ascontiguousarray(image)
 
 
@@ -151,14 +155,12 @@ class FolderSource:
         self._pos = 0
 
     def read(self) -> np.ndarray | None:
-        while self._pos < len(self._files):
-            path = self._files[self._pos]
-            self._pos += 1
-            try:
-                return load_image(path)
-            except ImageDecodeError as exc:
-                log.warning("camera %s: skipped frame: %s", self.camera, exc)
-        return None
+        """The next image; ImageDecodeError for a file that is not one (the next call moves on to the next file)."""
+        if self._pos >= len(self._files):
+            return None
+        path = self._files[self._pos]
+        self._pos += 1
+        return load_image(path)
 
     def close(self) -> None:
         self._files = []

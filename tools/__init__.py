@@ -1,1 +1,1 @@
-"""Build and maintenance tools (run as scripts or with ``python -m tools.NAME``); not shipped to devices."""
+"""Build, measurement and release tools (``python tools/NAME.py`` or ``python -m tools.NAME``); not shipped to devices."""

@@ -107,7 +107,7 @@ class AlertStore:
         if expected is None or doc.get("schema") != expected:
             return self._reject(topic, payload, f"schema {doc.get('schema')!r} does not belong on this topic")
         try:
-            jsonschema.validate(doc, schemas.load(schemas.BY_SCHEMA_ID[expected]))
+            schemas.validator(schemas.BY_SCHEMA_ID[expected]).validate(doc)
         except jsonschema.ValidationError as exc:
             where = "/".join(str(p) for p in exc.absolute_path) or "(top)"
             return self._reject(topic, payload, f"{expected} invalid at {where}: {exc.message}")

@@ -15,3 +15,18 @@ def load(name: str) -> dict[str, Any]:
     """The schema ``name`` (hit, status, watchlist-ack) as a dict."""
     data: dict[str, Any] = json.loads(resources.files(__name__).joinpath(f"{name}.schema.json").read_text("utf-8"))
     return data
+
+
+@cache
+def validator(name: str) -> Any:
+    """A ready validator for schema ``name``: the schema is checked once, not on every message.
+
+    ``jsonschema.validate`` re-checks the schema against its metaschema on each call (about
+    20 ms here), which capped the central console at ~45 messages/s in the fleet simulation.
+    """
+    import jsonschema
+
+    schema = load(name)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)

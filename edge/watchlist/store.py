@@ -211,6 +211,23 @@ class WatchlistStore:
             raise
         return removed
 
+    def damaged_entries(self, limit: int = 20) -> tuple[int, list[str]]:
+        """Entries (of every watchlist) whose stored content no longer matches its hash: (count, first few ids).
+
+        SQLite's own integrity check does not see a flipped byte inside a stored value; this does.
+        """
+        bad: list[str] = []
+        count = 0
+        for eid, label, case_ref, expires, thr, n, blob, digest in self.conn.execute(
+            "SELECT entry_id, label, case_ref, expires_at, threshold, n, embeddings, sha256 FROM entries"
+        ):
+            e = Entry(eid, np.zeros((n, 0)), label, case_ref, expires, thr)
+            if entry_hash(e, blob) != digest:
+                count += 1
+                if len(bad) < limit:
+                    bad.append(str(eid))
+        return count, bad
+
     def embedding_total(self, name: str) -> int:
         row = self.conn.execute("SELECT COALESCE(SUM(n), 0) FROM entries WHERE watchlist = ?", (name,)).fetchone()
         return int(row[0])
