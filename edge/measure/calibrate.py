@@ -78,9 +78,17 @@ class CalibrationResult:
 
 
 def tail_threshold(scores: np.ndarray, far: float) -> tuple[float, float, float]:
-    """(threshold, gaussian, empirical) for a pair false-accept rate ``far``."""
-    mu, sd = float(scores.mean()), float(scores.std())
-    gauss = mu + NormalDist().inv_cdf(1.0 - far) * sd
+    """(threshold, gaussian, empirical) for a pair false-accept rate ``far``.
+
+    The Gaussian is fitted to the upper tail that matters (median and 99th percentile), not
+    to the whole pool: degraded probes stretch the lower side of some embedders' impostor
+    scores (dlib's sit near 0.83 with a long tail downwards), and a whole-pool spread would
+    then put the threshold far above every impostor ever seen.
+    """
+    median, q99 = (float(v) for v in np.quantile(scores, [0.5, 0.99]))
+    z = NormalDist().inv_cdf
+    sd = (q99 - median) / z(0.99)
+    gauss = median + z(1.0 - far) * sd
     emp = float(np.quantile(scores, 1.0 - far))
     return max(gauss, emp), gauss, emp
 
@@ -157,7 +165,8 @@ def write_threshold(manifest_path: Path, embedder: str, result: CalibrationResul
         "base": result.base,
         "quality_rules": rules,
         "calibration": {
-            "rule": "max(gaussian tail, empirical quantile) of pooled impostor scores at the target pair FAR",
+            "rule": "max(upper-tail gaussian (median, 99th percentile), empirical quantile) of pooled impostor "
+            "scores at the target pair FAR",
             "target_pair_far": result.target_far,
             "impostor_pairs": result.pairs,
             "resolution": f"one pair is {1.0 / result.pairs:.1e} of the pool",
