@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ import jsonschema
 import sqlite_utils
 
 from edge import schemas
-from edge.errors import EdgeError
+from edge.errors import EdgeError, InputFormatError
+from edge.untrusted import load_json
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,13 @@ EXPORT_FIELDS = [
     "event_id", "device_id", "camera", "entry_id", "score", "threshold", "first_seen", "last_seen",
     "watchlist_version", "review", "reviewed_by", "review_note",
 ]  # fmt: skip
+
+
+@cache
+def _validator(schema_id: str) -> Any:
+    """A compiled validator per schema: ``jsonschema.validate`` re-checks the schema itself on every call."""
+    schema = schemas.load(schemas.BY_SCHEMA_ID[schema_id])
+    return jsonschema.validators.validator_for(schema)(schema)
 
 
 @dataclass(frozen=True)
@@ -98,21 +107,29 @@ class AlertStore:
             return self._reject(topic, payload, "not an edge/v1 device topic")
         device = parts[2]
         try:
-            doc = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return self._reject(topic, payload, f"not UTF-8 JSON: {exc}")
+            doc = load_json(payload)
+        except InputFormatError as exc:
+            return self._reject(topic, payload, str(exc))
         if not isinstance(doc, dict):
             return self._reject(topic, payload, "not a JSON object")
         expected = {"hits": "edge.hit/1", "status": "edge.status/1", "ack": "edge.watchlist-ack/1"}.get(parts[-1])
         if expected is None or doc.get("schema") != expected:
             return self._reject(topic, payload, f"schema {doc.get('schema')!r} does not belong on this topic")
         try:
-            jsonschema.validate(doc, schemas.load(schemas.BY_SCHEMA_ID[expected]))
+            _validator(expected).validate(doc)
         except jsonschema.ValidationError as exc:
             where = "/".join(str(p) for p in exc.absolute_path) or "(top)"
             return self._reject(topic, payload, f"{expected} invalid at {where}: {exc.message}")
+        except RecursionError:
+            return self._reject(topic, payload, f"{expected} nested too deeply")
         if doc.get("device_id") != device:
             return self._reject(topic, payload, f"device_id {doc.get('device_id')!r} published on {device}'s topic")
+        try:
+            return self._store(device, expected, doc)
+        except OverflowError:  # an integer the schema allows but SQLite cannot hold (beyond 64 bits)
+            return self._reject(topic, payload, f"{expected}: a number is out of range")
+
+    def _store(self, device: str, expected: str, doc: dict[str, Any]) -> IngestResult:
         now = time.time()
         if expected == "edge.hit/1":
             cur = self.conn.execute(

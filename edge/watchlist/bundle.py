@@ -31,7 +31,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge.errors import EdgeError
+from edge.errors import EdgeError, InputFormatError
+from edge.untrusted import load_json
 
 MANIFEST_SCHEMA = "edge.watchlist-manifest/1"
 MAGIC = b"EWLC1\n"
@@ -186,9 +187,9 @@ def decode_chunk(data: bytes, dtype: str, dimension: int, *, name: str = "chunk"
     if head + meta_len > len(data):
         raise ChunkFormatError(f"{name}: truncated (entry table of {meta_len} bytes, {len(data) - head} present)")
     try:
-        metas = json.loads(data[head : head + meta_len])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ChunkFormatError(f"{name}: entry table is not JSON ({exc})") from exc
+        metas = load_json(data[head : head + meta_len])
+    except InputFormatError as exc:
+        raise ChunkFormatError(f"{name}: entry table: {exc}") from exc
     if not isinstance(metas, list) or not all(isinstance(m, dict) for m in metas):
         raise ChunkFormatError(f"{name}: entry table must be a list of objects")
     dt = DTYPES[dtype]
@@ -333,9 +334,9 @@ def _req(doc: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
 
 def parse_manifest(data: bytes) -> Manifest:
     try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestFormatError(f"manifest is not UTF-8 JSON ({exc})") from exc
+        doc = load_json(data)
+    except InputFormatError as exc:
+        raise ManifestFormatError(f"manifest: {exc}") from exc
     if not isinstance(doc, dict):
         raise ManifestFormatError("manifest must be a JSON object")
     if doc.get("schema") != MANIFEST_SCHEMA:
