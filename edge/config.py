@@ -272,10 +272,10 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"configuration file {path} not found") from exc
         except OSError as exc:
             raise ConfigError(f"configuration file {path} cannot be read ({exc.strerror or exc})") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
         except UnicodeDecodeError as exc:
             raise ConfigError(f"configuration file {path} is not UTF-8 text ({exc})") from exc
+        except ValueError as exc:  # TOMLDecodeError, and a number beyond Python's integer digit limit
+            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
         except RecursionError as exc:
             raise ConfigError(f"configuration file {path} is not valid TOML: nested too deeply") from exc
     token = _TOML_PATH.set(path)

@@ -216,11 +216,17 @@ def decode_chunk(data: bytes, dtype: str, dimension: int, *, name: str = "chunk"
             raise ChunkFormatError(f"{name}: entry {eid!r} has a bad threshold {thr!r}")
         expires = _opt_str(m.get("expires_at"), "expires_at", name)
         if expires is not None:
-            parse_time(expires, f"{name}: entry {eid!r} expires_at")
+            try:
+                parse_time(expires, f"{name}: entry {eid!r} expires_at")
+            except ManifestFormatError as exc:
+                raise ChunkFormatError(str(exc)) from exc
         emb = vectors[row : row + n]
-        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        with np.errstate(over="ignore"):
+            norms = np.linalg.norm(emb, axis=1, keepdims=True)
         if np.any(norms < 1e-6):
             raise ChunkFormatError(f"{name}: entry {eid!r} has a zero embedding")
+        if not np.all(np.isfinite(norms)):  # float32 values near the limit: the norm overflows and would zero the vector
+            raise ChunkFormatError(f"{name}: entry {eid!r} has an embedding too large to normalise")
         out.append(
             Entry(
                 entry_id=eid,

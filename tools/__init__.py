@@ -1,0 +1,1 @@
+"""Developer and release tools (run as scripts: python tools/NAME.py); a package so tests can import their helpers."""
