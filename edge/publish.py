@@ -168,8 +168,8 @@ def describe_connect_failure(opts: BrokerOptions, error: str | None) -> str:
     elif "reset by peer" in low or "eof" in low or "connection closed" in low or "lost" in low:
         return f"{where}: the broker closed the connection before answering (a TLS-only port? configure [mqtt] tls) ({error})"
     if "refused" in low:
-        return f"{where}: nothing accepts connections there ({error})"
-    return f"{where}: cannot connect ({error})"
+        return f"{where}: cannot reach broker: nothing accepts connections there ({error})"
+    return f"{where}: cannot reach broker ({error})"
 
 
 def make_client(opts: BrokerOptions) -> mqtt.Client:
