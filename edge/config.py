@@ -267,7 +267,8 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
         path = Path(path)
         source = str(path)
         try:
-            tomllib.loads(path.read_text(encoding="utf-8"))
+            # Bytes decoded as the TOML source below reads them: read_text would turn a bare CR into a newline.
+            tomllib.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError as exc:
             raise ConfigError(f"configuration file {path} not found") from exc
         except OSError as exc:
