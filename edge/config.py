@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from edge.errors import ConfigError
 
@@ -282,17 +288,24 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
         path = Path(path)
         source = str(path)
         try:
-            tomllib.loads(path.read_text(encoding="utf-8"))
+            # Bytes decoded as the TOML source below reads them: read_text would turn a bare CR into a newline.
+            tomllib.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError as exc:
             raise ConfigError(f"configuration file {path} not found") from exc
         except OSError as exc:
             raise ConfigError(f"configuration file {path} cannot be read ({exc.strerror or exc})") from exc
-        except tomllib.TOMLDecodeError as exc:
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"configuration file {path} is not UTF-8 text ({exc})") from exc
+        except ValueError as exc:  # TOMLDecodeError, and a number beyond Python's integer digit limit
             raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
+        except RecursionError as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: nested too deeply") from exc
     token = _TOML_PATH.set(path)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from exc
+    except SettingsError as exc:  # an EDGE_* variable with malformed JSON for a list or table
+        raise ConfigError(f"invalid configuration in the environment: {exc} ({exc.__cause__})") from exc
     finally:
         _TOML_PATH.reset(token)

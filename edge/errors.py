@@ -45,3 +45,7 @@ class ConfigError(EdgeError):
 
 class ManifestError(EdgeError):
     """An evaluation manifest (CSV) is malformed."""
+
+
+class InputFormatError(EdgeError):
+    """Bytes from outside the process (a file, an MQTT payload) are not well-formed JSON or TOML."""

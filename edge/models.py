@@ -8,7 +8,6 @@ change who matches whom.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -16,7 +15,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from edge.errors import ModelError, ModelHashMismatchError, ModelMissingError
+from edge.errors import InputFormatError, ModelError, ModelHashMismatchError, ModelMissingError
+from edge.untrusted import load_json
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,17 @@ class ModelManifest:
         return path
 
 
+def _typed(name: str, entry: dict[str, Any], key: str, kind: type, *, optional: bool = False) -> Any:
+    if key not in entry:
+        if optional:
+            return None
+        raise ModelError(f"model {name!r} lacks {key!r}")
+    value = entry[key]
+    if (value is None and optional) or (isinstance(value, kind) and not isinstance(value, bool)):
+        return value
+    raise ModelError(f"model {name!r}: {key!r} must be {kind.__name__}, not {type(value).__name__}")
+
+
 def _parse(directory: Path, raw: dict[str, Any]) -> ModelManifest:
     models: dict[str, ModelSpec] = {}
     entries = raw.get("models")
@@ -109,19 +120,36 @@ def _parse(directory: Path, raw: dict[str, Any]) -> ModelManifest:
     known = {"kind", "file", "sha256", "size", "variant_of", "accelerator"}
     for name, entry in entries.items():
         try:
+            if not isinstance(entry, dict):
+                raise ModelError(f"model {name!r} must be an object, not {type(entry).__name__}")
+            size = _typed(name, entry, "size", int)
+            if size < 0:
+                raise ModelError(f"model {name!r}: size {size} is negative")
             models[name] = ModelSpec(
                 name=name,
-                kind=str(entry["kind"]),
-                file=str(entry["file"]),
-                sha256=str(entry["sha256"]),
-                size=int(entry["size"]),
-                variant_of=entry.get("variant_of"),
-                accelerator=str(entry.get("accelerator", "cpu")),
+                kind=_typed(name, entry, "kind", str),
+                file=_typed(name, entry, "file", str),
+                sha256=_typed(name, entry, "sha256", str),
+                size=size,
+                variant_of=_typed(name, entry, "variant_of", str, optional=True),
+                accelerator=_typed(name, entry, "accelerator", str, optional=True) or "cpu",
                 extra={k: v for k, v in entry.items() if k not in known},
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{directory / MANIFEST_NAME}: model {name!r} is malformed ({exc!r})") from exc
+        except ModelError as exc:
+            raise ModelError(f"{directory / MANIFEST_NAME}: {exc}") from exc
     return ModelManifest(directory=directory, models=models, raw=raw)
+
+
+def parse_manifest(data: bytes, directory: Path) -> ModelManifest:
+    """The manifest in ``data`` (the bytes of ``directory``/manifest.json); malformed ones raise ModelError."""
+    path = directory / MANIFEST_NAME
+    try:
+        raw = load_json(data)
+    except InputFormatError as exc:
+        raise ModelError(f"model manifest {path}: {exc}; {REBUILD_HINT}") from exc
+    if not isinstance(raw, dict):
+        raise ModelError(f"model manifest {path} must be a JSON object")
+    return _parse(directory, raw)
 
 
 def load_manifest(directory: Path | None = None) -> ModelManifest:
@@ -133,11 +161,9 @@ def load_manifest(directory: Path | None = None) -> ModelManifest:
 def _load_manifest_cached(directory: Path) -> ModelManifest:
     path = directory / MANIFEST_NAME
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise ModelMissingError(f"model manifest {path} is missing; {REBUILD_HINT}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"model manifest {path} is not valid JSON ({exc}); {REBUILD_HINT}") from exc
-    if not isinstance(raw, dict):
-        raise ModelError(f"model manifest {path} must be a JSON object")
-    return _parse(directory, raw)
+    except OSError as exc:
+        raise ModelError(f"model manifest {path} cannot be read ({exc.strerror or exc})") from exc
+    return parse_manifest(data, directory)

@@ -13,11 +13,14 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edge.errors import EdgeError
 
@@ -77,8 +80,100 @@ def parse_host_port(value: str, default_port: int = 1883) -> tuple[str, int]:
         raise EdgeError(f"broker address {value!r} is not HOST:PORT") from exc
 
 
+class _Client(mqtt.Client):
+    """paho's client, remembering the last socket or TLS error.
+
+    paho retries connections in its own thread and swallows the exception (a refused client
+    certificate only shows as a TLS alert on the first read, which paho merely logs), so
+    without this the daemon could only say that the connection failed, not why.
+    """
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.socket_error: str | None = None
+        self.on_log = self._on_paho_log
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:  # ssl.SSLError and ConnectionRefusedError included
+            self.socket_error = str(exc) or type(exc).__name__
+            raise
+
+    def _on_paho_log(self, _c: mqtt.Client, _u: Any, level: int, message: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR and message.startswith("failed to"):
+            self.socket_error = message.partition(": ")[2] or message
+
+
+# What OpenSSL's words mean for whoever reads the device's log: (text in the error, explanation).
+_TLS_REASONS = [
+    ("alert certificate expired", "client certificate expired: the broker refused {cert}; install a renewed certificate"),
+    ("alert certificate revoked", "client certificate revoked: {cert} is on the broker's revocation list (CRL)"),
+    ("alert unknown ca", "client certificate not trusted: the broker does not know the CA that signed {cert}"),
+    ("alert certificate required", "no client certificate: the broker requires one: set [mqtt] tls.cert and tls.key"),
+    ("alert bad certificate", "client certificate refused by the broker ({cert})"),
+    ("alert handshake failure", "no TLS version or cipher in common with the broker"),
+    ("alert protocol version", "no TLS version in common with the broker"),
+    ("certificate verify failed", "the broker's certificate does not verify against tls.ca {ca}"),
+    ("wrong version number", "the port does not speak TLS (a plain-text listener? check [mqtt] port and tls)"),
+    (
+        "eof occurred in violation of protocol",
+        "the broker closed the connection in the handshake (refused certificate?)",
+    ),
+]
+
+
+def client_certificate_problem(opts: BrokerOptions, now: datetime | None = None) -> str | None:
+    """What is wrong with the device's own certificate as far as it can tell alone: validity dates, issuer."""
+    if opts.cert is None:
+        return None
+    try:
+        cert = x509.load_pem_x509_certificate(opts.cert.read_bytes())
+    except (OSError, ValueError) as exc:
+        return f"client certificate {opts.cert} cannot be read ({exc})"
+    now = now or datetime.now(UTC)
+    if cert.not_valid_after_utc <= now:
+        return f"client certificate expired at {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC: install a renewed {opts.cert}"
+    if cert.not_valid_before_utc > now:
+        return f"client certificate {opts.cert} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (clock wrong?)"
+    if opts.ca is not None:
+        try:
+            ca = x509.load_pem_x509_certificate(opts.ca.read_bytes())
+            cert.verify_directly_issued_by(ca)
+        except (OSError, ValueError, TypeError, InvalidSignature):
+            # Usually one fleet CA signs the broker's and the devices' certificates; say so if this one differs.
+            return f"client certificate {opts.cert} is not signed by the CA in tls.ca {opts.ca}"
+    return None
+
+
+def describe_connect_failure(opts: BrokerOptions, error: str | None) -> str:
+    """One line naming the broker and, where the error says so, what is wrong and what to do."""
+    where = f"MQTT broker {opts.host}:{opts.port}"
+    if not error:
+        return f"{where}: connection failed"
+    low = error.lower()
+    if opts.ca is not None:
+        if "certificate verify failed" not in low and "refused" not in low:
+            # A refused client certificate often shows only as a closed connection (the TLS alert is lost
+            # when the socket closes under the first write): the device's own view of its certificate helps.
+            problem = client_certificate_problem(opts)
+            if problem is not None:
+                return f"{where}: TLS handshake failed: {problem} ({error})"
+        if opts.cert is None and "eof" in low:
+            need = "the broker closed the connection; it may require a client certificate: set [mqtt] tls.cert and tls.key"
+            return f"{where}: TLS handshake failed: {need} ({error})"
+        for needle, text in _TLS_REASONS:
+            if needle in low:
+                return f"{where}: TLS handshake failed: {text.format(cert=opts.cert, ca=opts.ca)} ({error})"
+    elif "reset by peer" in low or "eof" in low or "connection closed" in low or "lost" in low:
+        return f"{where}: the broker closed the connection before answering (a TLS-only port? configure [mqtt] tls) ({error})"
+    if "refused" in low:
+        return f"{where}: cannot reach broker: nothing accepts connections there ({error})"
+    return f"{where}: cannot reach broker ({error})"
+
+
 def make_client(opts: BrokerOptions) -> mqtt.Client:
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=opts.client_id, protocol=mqtt.MQTTv5)
+    client = _Client(opts.client_id)
     if opts.username:
         client.username_pw_set(opts.username, opts.password)
     if opts.ca is not None:
@@ -99,14 +194,18 @@ def connect_blocking(client: mqtt.Client, opts: BrokerOptions, timeout: float = 
         done.set()
 
     client.on_connect = on_connect
+    client.on_disconnect = lambda *_: done.set()  # closed before CONNACK: a refused certificate, a plain-text client
     try:
         client.connect(opts.host, opts.port, keepalive=opts.keepalive)
-    except (OSError, ssl.SSLError) as exc:
-        raise BrokerError(f"cannot reach broker {opts.host}:{opts.port}: {exc}") from exc
+    except OSError as exc:
+        raise BrokerError(describe_connect_failure(opts, str(exc) or type(exc).__name__)) from exc
     client.loop_start()
-    if not done.wait(timeout):
+    if not done.wait(timeout) or "reason" not in result:
         client.loop_stop()
-        raise BrokerError(f"broker {opts.host}:{opts.port} did not answer within {timeout:.0f}s")
+        error = getattr(client, "socket_error", None)
+        if error is None:
+            raise BrokerError(f"MQTT broker {opts.host}:{opts.port} did not answer within {timeout:.0f}s")
+        raise BrokerError(describe_connect_failure(opts, error))
     reason = result["reason"]
     if reason.is_failure:
         client.loop_stop()
@@ -158,12 +257,17 @@ class Publisher:
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         will = json.dumps({"schema": "edge.status/1", "device_id": device_id, "state": "offline"})
         self.client.will_set(status_topic(device_id), will, qos=1, retain=True)
+        self._reported: set[str] = set()  # connection errors already logged since the last success
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
 
     def start(self) -> None:
+        problem = client_certificate_problem(self.opts)
+        if problem is not None:  # said at start, before the broker's refusal arrives (or is lost with the socket)
+            log.error("MQTT broker %s:%d: %s", self.opts.host, self.opts.port, problem)
         self.client.connect_async(self.opts.host, self.opts.port, keepalive=self.opts.keepalive)
         self.client.loop_start()
         self._thread = threading.Thread(target=self._flush_loop, name="outbox-flush", daemon=True)
@@ -190,20 +294,38 @@ class Publisher:
 
     # --- paho callbacks (network thread) ---
 
+    def _report_connect_failure(self, message: str) -> None:
+        """Log a connection failure once (paho retries every few seconds); it is also the status's last_error."""
+        self.last_error = message
+        if message in self._reported:
+            log.debug("%s", message)
+            return
+        self._reported.add(message)
+        log.error("%s; hits stay in the outbox and the connection is retried", message)
+
+    def _on_connect_fail(self, client: mqtt.Client, _u: Any) -> None:
+        self._report_connect_failure(describe_connect_failure(self.opts, getattr(client, "socket_error", None)))
+
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
-            self.last_error = f"broker refused the connection: {reason}"
-            log.error("MQTT %s:%d: %s", self.opts.host, self.opts.port, self.last_error)
+            self._report_connect_failure(f"MQTT broker {self.opts.host}:{self.opts.port} refused the connection: {reason}")
             return
+        self._reported.clear()
         log.info("MQTT connected to %s:%d as %s", self.opts.host, self.opts.port, self.opts.username or "(anonymous)")
         self.connected.set()
         for topic in self.subscriptions:
             client.subscribe(topic, qos=1)
         self._kick.set()
 
-    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if self.connected.is_set() and not self._stop.is_set():
+    def _on_disconnect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if self._stop.is_set():
+            pass
+        elif self.connected.is_set():
             log.warning("MQTT disconnected from %s:%d (%s); hits stay in the outbox", self.opts.host, self.opts.port, reason)
+        else:  # the connection ended before the broker's CONNACK: TLS refused our certificate, or a plain-text port
+            self._report_connect_failure(
+                describe_connect_failure(self.opts, getattr(client, "socket_error", None) or str(reason))
+            )
         self.connected.clear()
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: Any, _p: Any) -> None:

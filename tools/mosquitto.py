@@ -24,11 +24,14 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "", anonymous: bool = True) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, extra_conf: str = "", anonymous: bool = True, config: str | None = None
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.extra_conf = extra_conf  # settings after the listener line apply to it (TLS files, ACLs, queue limits)
         self.anonymous = anonymous
+        self.config = config  # a whole configuration instead of the generated one (it must listen on self.port)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -42,7 +45,9 @@ class Broker:
         persistence = self.workdir / f"mosq-data-{self.port}"
         persistence.mkdir(parents=True, exist_ok=True)
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            self.config
+            if self.config is not None
+            else f"listener {self.port} 127.0.0.1\n"
             f"allow_anonymous {str(self.anonymous).lower()}\n"
             "persistence true\n"
             f"persistence_location {persistence}/\n"

@@ -24,7 +24,8 @@ import jsonschema
 import sqlite_utils
 
 from edge import schemas
-from edge.errors import EdgeError
+from edge.errors import EdgeError, InputFormatError
+from edge.untrusted import load_json
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +99,9 @@ class AlertStore:
             return self._reject(topic, payload, "not an edge/v1 device topic")
         device = parts[2]
         try:
-            doc = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return self._reject(topic, payload, f"not UTF-8 JSON: {exc}")
+            doc = load_json(payload)
+        except InputFormatError as exc:
+            return self._reject(topic, payload, str(exc))
         if not isinstance(doc, dict):
             return self._reject(topic, payload, "not a JSON object")
         expected = {"hits": "edge.hit/1", "status": "edge.status/1", "ack": "edge.watchlist-ack/1"}.get(parts[-1])
@@ -111,8 +112,16 @@ class AlertStore:
         except jsonschema.ValidationError as exc:
             where = "/".join(str(p) for p in exc.absolute_path) or "(top)"
             return self._reject(topic, payload, f"{expected} invalid at {where}: {exc.message}")
+        except RecursionError:
+            return self._reject(topic, payload, f"{expected} nested too deeply")
         if doc.get("device_id") != device:
             return self._reject(topic, payload, f"device_id {doc.get('device_id')!r} published on {device}'s topic")
+        try:
+            return self._store(device, expected, doc)
+        except OverflowError:  # an integer the schema allows but SQLite cannot hold (beyond 64 bits)
+            return self._reject(topic, payload, f"{expected}: a number is out of range")
+
+    def _store(self, device: str, expected: str, doc: dict[str, Any]) -> IngestResult:
         now = time.time()
         if expected == "edge.hit/1":
             cur = self.conn.execute(

@@ -31,7 +31,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge.errors import EdgeError
+from edge.errors import EdgeError, InputFormatError
+from edge.untrusted import load_json
 
 MANIFEST_SCHEMA = "edge.watchlist-manifest/1"
 MAGIC = b"EWLC1\n"
@@ -186,9 +187,9 @@ def decode_chunk(data: bytes, dtype: str, dimension: int, *, name: str = "chunk"
     if head + meta_len > len(data):
         raise ChunkFormatError(f"{name}: truncated (entry table of {meta_len} bytes, {len(data) - head} present)")
     try:
-        metas = json.loads(data[head : head + meta_len])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ChunkFormatError(f"{name}: entry table is not JSON ({exc})") from exc
+        metas = load_json(data[head : head + meta_len])
+    except InputFormatError as exc:
+        raise ChunkFormatError(f"{name}: entry table: {exc}") from exc
     if not isinstance(metas, list) or not all(isinstance(m, dict) for m in metas):
         raise ChunkFormatError(f"{name}: entry table must be a list of objects")
     dt = DTYPES[dtype]
@@ -215,11 +216,17 @@ def decode_chunk(data: bytes, dtype: str, dimension: int, *, name: str = "chunk"
             raise ChunkFormatError(f"{name}: entry {eid!r} has a bad threshold {thr!r}")
         expires = _opt_str(m.get("expires_at"), "expires_at", name)
         if expires is not None:
-            parse_time(expires, f"{name}: entry {eid!r} expires_at")
+            try:
+                parse_time(expires, f"{name}: entry {eid!r} expires_at")
+            except ManifestFormatError as exc:
+                raise ChunkFormatError(str(exc)) from exc
         emb = vectors[row : row + n]
-        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        with np.errstate(over="ignore"):
+            norms = np.linalg.norm(emb, axis=1, keepdims=True)
         if np.any(norms < 1e-6):
             raise ChunkFormatError(f"{name}: entry {eid!r} has a zero embedding")
+        if not np.all(np.isfinite(norms)):  # float32 values near the limit: the norm overflows and would zero the vector
+            raise ChunkFormatError(f"{name}: entry {eid!r} has an embedding too large to normalise")
         out.append(
             Entry(
                 entry_id=eid,
@@ -333,9 +340,9 @@ def _req(doc: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
 
 def parse_manifest(data: bytes) -> Manifest:
     try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestFormatError(f"manifest is not UTF-8 JSON ({exc})") from exc
+        doc = load_json(data)
+    except InputFormatError as exc:
+        raise ManifestFormatError(f"manifest: {exc}") from exc
     if not isinstance(doc, dict):
         raise ManifestFormatError("manifest must be a JSON object")
     if doc.get("schema") != MANIFEST_SCHEMA:

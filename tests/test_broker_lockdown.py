@@ -1,0 +1,258 @@
+"""The central broker as docs/broker/ configures it: mutual TLS only, identity from the certificate, per-device ACL.
+
+The broker runs docs/broker/mosquitto.conf and docs/broker/acl themselves, with only paths and the
+port substituted, so the documented configuration is the tested one.
+"""
+
+from __future__ import annotations
+
+import getpass
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.publish import BrokerError, BrokerOptions, connect_blocking, make_client
+from tests.broker import Broker, free_port
+from tests.pki import TestCA
+from tests.test_daemon import finish, kit, outbox_depth, start_daemon, write_config  # noqa: F401  (kit is a fixture)
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "broker"
+NOT_AUTHORIZED = 0x87
+FAILURE = 0x80  # PUBACK reason codes below this are successes (0x10: accepted, no subscriber yet)
+
+
+@dataclass
+class Fleet:
+    broker: Broker
+    ca: TestCA
+    rogue_ca: TestCA
+    log: Path
+
+    @property
+    def port(self) -> int:
+        return self.broker.port
+
+    def creds(self, stem: str) -> dict[str, Path]:
+        return {"ca": self.ca.path, "cert": self.ca.folder / f"{stem}.pem", "key": self.ca.folder / f"{stem}.key"}
+
+
+def documented_config(ca: TestCA, work: Path, port: int) -> str:
+    """docs/broker/mosquitto.conf with this test's files and port in place of the production ones."""
+    acl = work / "edge.acl"
+    acl.write_text((DOCS / "acl").read_text())
+    (work / "data").mkdir()
+    server_cert, server_key = ca.issue("localhost", server=True, stem="broker")
+    ca.issue("pole-8", stem="pole-8-stolen")
+    substitutions = {
+        "/etc/mosquitto/edge.acl": acl,
+        "/etc/mosquitto/certs/edge-ca.pem": ca.path,
+        "/etc/mosquitto/certs/broker.pem": server_cert,
+        "/etc/mosquitto/certs/broker.key": server_key,
+        "/etc/mosquitto/certs/edge-ca.crl": ca.crl(["pole-8-stolen"]),
+        "/var/lib/mosquitto/": f"{work / 'data'}/",
+        "/var/log/mosquitto/mosquitto.log": work / "mosquitto.log",
+        "listener 8883": f"listener {port} 127.0.0.1",
+    }
+    text = (DOCS / "mosquitto.conf").read_text()
+    for production, here in substitutions.items():
+        assert production in text, f"docs/broker/mosquitto.conf no longer has {production}: update this test with it"
+        text = text.replace(production, str(here))
+    settings = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    assert "/etc/" not in settings and "/var/" not in settings, "a path in the documented configuration is not substituted"
+    # As root, mosquitto would switch to a user who cannot read the test's files.
+    return f"user {getpass.getuser()}\n{text}"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    work = tmp_path_factory.mktemp("lockdown")
+    ca = TestCA(work / "pki")
+    for cn in ("pole-7", "pole-8", "alerts-console", "watchlist-publisher"):
+        ca.issue(cn)
+    ca.issue("pole-7", expired=True, stem="pole-7-expired")
+    rogue = TestCA(work / "rogue", "rogue CA")
+    rogue.issue("pole-7", stem="pole-7-rogue")
+    port = free_port()
+    broker = Broker(work, port=port, config=documented_config(ca, work, port))
+    broker.start()
+    try:
+        yield Fleet(broker, ca, rogue, work / "mosquitto.log")
+    finally:
+        broker.stop()
+
+
+class Client:
+    """An MQTT v5 client with a certificate; records deliveries and the PUBACK reason code of each publish."""
+
+    def __init__(self, fleet: Fleet, stem: str, topics: tuple[str, ...] = ()) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self.pubacks: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._acked = threading.Condition(self._lock)
+        creds = fleet.creds(stem)
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"t-{stem}", protocol=mqtt.MQTTv5)
+        ctx = ssl.create_default_context(cafile=str(creds["ca"]))
+        ctx.load_cert_chain(str(creds["cert"]), str(creds["key"]))
+        self.client.tls_set_context(ctx)
+        self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        connected = threading.Event()
+        self.client.on_connect = lambda *_: connected.set()
+        self.client.connect("127.0.0.1", fleet.port)
+        self.client.loop_start()
+        assert connected.wait(5), f"{stem} could not connect"
+        if topics:
+            self.client.subscribe([(t, 1) for t in topics])
+            assert subscribed.wait(5)
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload)))
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
+        with self._acked:
+            self.pubacks[mid] = int(reason.value)
+            self._acked.notify_all()
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> int:
+        """Publish at QoS 1 and return the broker's PUBACK reason code (below 0x80 accepted, 0x87 not authorised)."""
+        mid = self.client.publish(topic, payload, qos=1, retain=retain).mid
+        with self._acked:
+            assert self._acked.wait_for(lambda: mid in self.pubacks, timeout=5), f"no PUBACK for {topic}"
+            return self.pubacks[mid]
+
+    def topics_received(self, until: str, timeout: float = 5.0) -> list[str]:
+        """Topics delivered so far, once ``until`` (published last) has arrived: the broker keeps order."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                topics = [t for t, _ in self.messages]
+            if until in topics:
+                return topics
+            time.sleep(0.02)
+        raise AssertionError(f"{until} never arrived; got {topics}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_the_documented_broker_has_one_tls_listener_and_no_anonymous_access() -> None:
+    conf = [line.split() for line in (DOCS / "mosquitto.conf").read_text().splitlines() if line and not line.startswith("#")]
+    settings = {words[0]: words[1:] for words in conf}
+    assert [w for w in conf if w[0] == "listener"] == [["listener", "8883"]], "a single listener, the TLS one"
+    assert settings["allow_anonymous"] == ["false"] and settings["require_certificate"] == ["true"]
+    assert settings["use_identity_as_username"] == ["true"] and "crlfile" in settings and "acl_file" in settings
+    assert "password_file" not in settings, "certificates are the only credentials"
+
+
+def test_a_device_publishes_only_under_its_own_id(fleet: Fleet) -> None:
+    console = Client(fleet, "alerts-console", ("edge/v1/+/hits", "edge/v1/+/status"))
+    pole7 = Client(fleet, "pole-7")
+    try:
+        assert pole7.publish("edge/v1/pole-8/hits", b'{"forged": true}') == NOT_AUTHORIZED
+        assert pole7.publish("edge/v1/pole-8/status", b'{"state": "online"}', retain=True) == NOT_AUTHORIZED
+        assert pole7.publish("edge/v1/pole-7/hits", b'{"real": true}') < FAILURE
+        topics = console.topics_received(until="edge/v1/pole-7/hits")
+    finally:
+        pole7.close()
+        console.close()
+    assert topics == ["edge/v1/pole-7/hits"], "nothing published under pole-8's id reached the console"
+
+
+def test_a_device_cannot_publish_a_watchlist(fleet: Fleet) -> None:
+    pole8 = Client(fleet, "pole-8", ("edge/v1/watchlists/airport/#",))
+    pole7 = Client(fleet, "pole-7")
+    publisher = Client(fleet, "watchlist-publisher")
+    try:
+        assert pole7.publish("edge/v1/watchlists/airport/manifest", b"forged", retain=True) == NOT_AUTHORIZED
+        assert pole7.publish("edge/v1/watchlists/airport/v9/chunks/0", b"forged", retain=True) == NOT_AUTHORIZED
+        assert pole7.publish("edge/v1/watchlists/city/manifest", b"forged", retain=True) == NOT_AUTHORIZED
+        assert publisher.publish("edge/v1/watchlists/airport/v1/chunks/0", b"genuine") < FAILURE
+        received = pole8.topics_received(until="edge/v1/watchlists/airport/v1/chunks/0")
+    finally:
+        for c in (pole7, pole8, publisher):
+            c.close()
+    assert received == ["edge/v1/watchlists/airport/v1/chunks/0"]
+    assert all(p == b"genuine" for _, p in pole8.messages), "the forged manifest and chunk never reached another device"
+
+
+def test_a_device_reads_only_its_own_watchlist_and_no_other_device(fleet: Fleet) -> None:
+    publisher = Client(fleet, "watchlist-publisher")
+    try:
+        assert publisher.publish("edge/v1/watchlists/city/manifest", b"city v1", retain=True) < FAILURE
+        assert publisher.publish("edge/v1/watchlists/airport/manifest", b"airport v1", retain=True) < FAILURE
+        # pole-8 follows airport, and asks for everything it can think of.
+        pole8 = Client(fleet, "pole-8", ("edge/v1/watchlists/#", "edge/v1/+/hits", "edge/v1/+/status", "#"))
+        pole7 = Client(fleet, "pole-7")
+        try:
+            assert pole7.publish("edge/v1/pole-7/hits", b"pole-7 hit") < FAILURE
+            assert publisher.publish("edge/v1/watchlists/airport/v1/chunks/0", b"airport chunk") < FAILURE
+            received = pole8.topics_received(until="edge/v1/watchlists/airport/v1/chunks/0")
+        finally:
+            pole8.close()
+            pole7.close()
+        # Clear the retained manifests for the other tests.
+        publisher.publish("edge/v1/watchlists/city/manifest", b"", retain=True)
+        publisher.publish("edge/v1/watchlists/airport/manifest", b"", retain=True)
+    finally:
+        publisher.close()
+    # (Overlapping subscriptions deliver a message once per subscription, so compare the set of topics.)
+    assert sorted(set(received)) == ["edge/v1/watchlists/airport/manifest", "edge/v1/watchlists/airport/v1/chunks/0"]
+
+
+@pytest.mark.parametrize(
+    ("stem", "expected"),
+    [
+        ("pole-7-expired", "certificate expired"),
+        ("pole-7-rogue", "not signed by the CA in tls.ca"),  # a certificate from another CA, same CN
+        ("pole-8-stolen", "revoked"),
+        (None, "set [mqtt] tls.cert and tls.key"),  # TLS, but no certificate at all
+    ],
+    ids=["expired", "other CA", "revoked (CRL)", "no certificate"],
+)
+def test_the_broker_refuses_a_bad_client_certificate_and_says_why(fleet: Fleet, stem: str | None, expected: str) -> None:
+    creds: dict[str, Path] = {"ca": fleet.ca.path}
+    if stem == "pole-7-rogue":
+        creds |= {"cert": fleet.rogue_ca.folder / f"{stem}.pem", "key": fleet.rogue_ca.folder / f"{stem}.key"}
+    elif stem is not None:
+        creds = fleet.creds(stem)
+    opts = BrokerOptions(host="127.0.0.1", port=fleet.port, client_id=f"t-refused-{stem}", **creds)  # type: ignore[arg-type]
+    refusals = []
+    for _ in range(3):  # the broker's TLS alert can be lost when it closes the socket: retry as the daemon does
+        with pytest.raises(BrokerError) as err:
+            connect_blocking(make_client(opts), opts, timeout=5)
+        refusals.append(str(err.value))
+        if expected in refusals[-1]:
+            break
+    assert any(expected in r for r in refusals), refusals
+    assert all(f"MQTT broker 127.0.0.1:{fleet.port}: TLS handshake failed" in r for r in refusals), refusals
+
+
+def test_a_plain_text_connection_to_the_tls_port_is_refused(fleet: Fleet) -> None:
+    opts = BrokerOptions(host="127.0.0.1", port=fleet.port, client_id="t-plain", username="pole-7")
+    with pytest.raises(BrokerError, match=r"MQTT broker 127\.0\.0\.1:\d+: the broker closed the connection .*TLS-only port"):
+        connect_blocking(make_client(opts), opts, timeout=5)
+
+
+def test_the_daemon_reports_an_expired_certificate_and_keeps_its_hits(fleet: Fleet, kit: Path, tmp_path: Path) -> None:  # noqa: F811
+    creds = fleet.creds("pole-7-expired")
+    tls = f'tls = {{ ca = "{creds["ca"]}", cert = "{creds["cert"]}", key = "{creds["key"]}" }}\n'
+    cfg = write_config(kit, tmp_path, fleet.port, extra="[daemon]\ndrain_timeout_s = 3\n")
+    cfg.write_text(cfg.read_text().replace("status_interval_s = 1\n", "status_interval_s = 1\n" + tls))
+    code = finish(start_daemon(cfg, tmp_path / "daemon.log"))
+    log = (tmp_path / "daemon.log").read_text()
+    assert code == 1, log
+    assert f"MQTT broker 127.0.0.1:{fleet.port}: TLS handshake failed: client certificate expired" in log, log
+    assert log.count("TLS handshake failed") <= 3, "said once per distinct reason, not at every retry"
+    assert outbox_depth(tmp_path) == 1, "the hit waits in the outbox for a renewed certificate"
