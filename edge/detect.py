@@ -240,26 +240,20 @@ class BlazeFaceDetector:
     ) -> list[Detection]:
         h, w = image.shape[:2]
         scale = self.reach.fine_scale(w, h)
-        # The full-frame passes shrink the frame a lot; starting from the fine pass's copy (made anyway
-        # for whole frames) saves most of that work. Detections come back in frame pixels either way.
-        source, f = image, 1.0
-        if scale is not None and scale < 1 and not regions:
-            f = scale
-            source = shrink(image, (max(1, round(w * f)), max(1, round(h * f))))
-        sh, sw = source.shape[:2]
         base = self._passes[self.size, self.size]
-        faces = self._run(source, (0, 0, sw, sh), self.size / max(sh, sw), base, self.score_threshold, frame_scale=f)
+        # The full-frame pass keeps OpenCV's area averaging: its keypoints are what alignment was tuned on.
+        faces = self._run(image, (0, 0, w, h), self.size / max(h, w), base, self.score_threshold, area=True)
         # The fine pass only adds faces smaller than any the full-frame pass finds.
         if scale is not None and not (largest_only and faces):
             for region in regions or [(0, 0, w, h)]:
-                faces += self._fine(source, tuple(round(v * f) for v in region), scale / f, frame_scale=f)  # type: ignore[arg-type]
+                faces += self._fine(image, region, scale)
             faces = nms_detections(faces, self.nms_iou)
         if not faces and self.close_face_retry:
-            half = 0.5 * self.size / max(sh, sw)
-            faces = self._run(source, (0, 0, sw, sh), half, base, self.retry_score_threshold, centre=True, frame_scale=f)
+            half = 0.5 * self.size / max(h, w)
+            faces = self._run(image, (0, 0, w, h), half, base, self.retry_score_threshold, centre=True, area=True)
         return faces
 
-    def _fine(self, image: np.ndarray, region: Region, scale: float, *, frame_scale: float = 1.0) -> list[Detection]:
+    def _fine(self, image: np.ndarray, region: Region, scale: float) -> list[Detection]:
         h, w = image.shape[:2]
         x0, y0 = max(0, int(region[0])), max(0, int(region[1]))
         x1, y1 = min(w, int(region[0] + region[2])), min(h, int(region[1] + region[3]))
@@ -269,7 +263,7 @@ class BlazeFaceDetector:
         in_w = max(self.size, -(-round((x1 - x0) * scale) // m) * m)
         in_h = max(self.size, -(-round((y1 - y0) * scale) // m) * m)
         p = self._pass(in_h, in_w)
-        return self._run(image, (x0, y0, x1 - x0, y1 - y0), scale, p, self.fine_score_threshold, frame_scale=frame_scale)
+        return self._run(image, (x0, y0, x1 - x0, y1 - y0), scale, p, self.fine_score_threshold)
 
     def _pass(self, height: int, width: int) -> _Pass:
         key = (height, width)
@@ -292,15 +286,20 @@ class BlazeFaceDetector:
         threshold: float,
         *,
         centre: bool = False,
-        frame_scale: float = 1.0,
+        area: bool = False,
     ) -> list[Detection]:
         """Detections in ``region`` of ``image`` resized by ``scale`` onto ``p``'s input (top-left or centred).
 
-        ``image`` is the frame resized by ``frame_scale``; detections come back in frame pixels.
+        ``area``: reduce with area averaging (else ``shrink``'s Gaussian pyramid, which also keeps the fine
+        pass's false detections on face-like textures down).
         """
         rx, ry, rw, rh = region
         nw, nh = min(p.width, max(1, round(rw * scale))), min(p.height, max(1, round(rh * scale)))
-        resized = shrink(image[ry : ry + rh, rx : rx + rw], (nw, nh))
+        part = image[ry : ry + rh, rx : rx + rw]
+        if area:
+            resized = cv2.resize(part, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        else:
+            resized = shrink(part, (nw, nh))
         ox, oy = ((p.width - nw) // 2, (p.height - nh) // 2) if centre or p.width == self.size else (0, 0)
         canvas = np.full((1, p.height, p.width, 3), -1.0, dtype=np.float32)
         # Scaled straight into float32 (x / 127.5 - 1): float64 temporaries cost milliseconds at 1080p.
@@ -322,9 +321,6 @@ class BlazeFaceDetector:
         offset = np.array([ox, oy], dtype=np.float32)
         origin = np.array([rx, ry], dtype=np.float32)
         limit = np.array([image.shape[1], image.shape[0]], dtype=np.float32)
-        scale *= frame_scale  # from here on: input pixels per frame pixel
-        origin /= frame_scale
-        limit /= frame_scale
         # NMS in input pixels: the same IoU rule whatever the pass.
         for box, kp, score in weighted_nms(corners, kps, scores, self.nms_iou):
             x1y1 = np.clip((box[:2] - offset) / scale + origin, 0, limit)
