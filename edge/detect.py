@@ -246,8 +246,10 @@ class BlazeFaceDetector:
         faces = self._run(image, (0, 0, w, h), self.size / max(h, w), base, self.score_threshold, area=True)
         # The fine pass only adds faces smaller than any the full-frame pass finds.
         if scale is not None and not (largest_only and faces):
+            coarse_min = self.reach.full_frame_min(w, h)
             for region in regions or [(0, 0, w, h)]:
-                faces += [self._refine(image, f) for f in self._fine(image, region, scale)]
+                # Faces the full-frame pass also sees come with good keypoints already.
+                faces += [self._refine(image, f) if f.width < coarse_min else f for f in self._fine(image, region, scale)]
             faces = nms_detections(faces, self.nms_iou)
         if not faces and self.close_face_retry:
             half = 0.5 * self.size / max(h, w)
