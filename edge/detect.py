@@ -46,10 +46,6 @@ class Detector(Protocol):
 
     name: str
 
-    def min_face_for(self, width: int, height: int) -> float:
-        """Smallest face width (frame pixels) it finds in a ``width`` x ``height`` frame."""
-        ...
-
     def detect(
         self, image: np.ndarray, regions: Sequence[Region] | None = None, *, largest_only: bool = False
     ) -> list[Detection]:
@@ -219,8 +215,6 @@ class BlazeFaceDetector:
         self.close_face_retry = close_face_retry
         # The zoomed-out retry sees more background texture: ask it for more confidence.
         self.retry_score_threshold = max(self.score_threshold, float(extra.get("retry_score_threshold", 0.0)))
-        # So does the fine pass: a whole frame at native resolution offers many small face-like textures.
-        self.fine_score_threshold = max(self.score_threshold, float(extra.get("fine_score_threshold", 0.0)))
         if min_face_px is not None and not self.input_multiple:
             log.warning("detector %s cannot run a fine pass; faces below its full-frame minimum are not found", self.name)
         base = _Pass(model, make_anchors(self.size, self.size, self._strides, self._per_cell), self.size, self.size)
@@ -232,9 +226,6 @@ class BlazeFaceDetector:
         self._score_pos = next(i for i, s in enumerate(shapes) if s[-1] == 1)
         if len(base.anchors) != shapes[self._reg_pos][1]:
             raise ValueError(f"{self.name}: {len(base.anchors)} anchors for {shapes[self._reg_pos][1]} outputs")
-
-    def min_face_for(self, width: int, height: int) -> float:
-        return self.reach.smallest_face(width, height)
 
     def detect(
         self, image: np.ndarray, regions: Sequence[Region] | None = None, *, largest_only: bool = False
@@ -266,7 +257,7 @@ class BlazeFaceDetector:
         in_w = max(self.size, -(-round((x1 - x0) * scale) // m) * m)
         in_h = max(self.size, -(-round((y1 - y0) * scale) // m) * m)
         p = self._pass(in_h, in_w)
-        return self._run(image, (x0, y0, x1 - x0, y1 - y0), scale, p, self.fine_score_threshold)
+        return self._run(image, (x0, y0, x1 - x0, y1 - y0), scale, p, self.score_threshold)
 
     def _refine(self, image: np.ndarray, face: Detection) -> Detection:
         """The same face re-detected at a comfortable size for steadier keypoints (alignment needs them).
