@@ -34,18 +34,27 @@ class PlacedFace:
     box: tuple[float, float, float, float]
 
 
+def cover(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """``img`` scaled to cover ``w`` x ``h`` and cropped to it around its centre."""
+    scale = max(w / img.shape[1], h / img.shape[0])
+    big = cv2.resize(img, (max(w, round(img.shape[1] * scale)), max(h, round(img.shape[0] * scale))))
+    oy, ox = (big.shape[0] - h) // 2, (big.shape[1] - w) // 2
+    return big[oy : oy + h, ox : ox + w]
+
+
+def write_csv(path: Path, header: list[str], rows: list[tuple[object, ...]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+
+
 def background(images: list[np.ndarray], size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """A scene-sized background: two face-free images side by side, each scaled to cover its half."""
     width, height = size
     out = np.zeros((height, width, 3), dtype=np.uint8)
-    halves = [(0, width // 2), (width // 2, width)]
-    for x0, x1 in halves:
-        img = images[int(rng.integers(len(images)))]
-        w, h = x1 - x0, height
-        scale = max(w / img.shape[1], h / img.shape[0])
-        big = cv2.resize(img, (max(w, round(img.shape[1] * scale)), max(h, round(img.shape[0] * scale))))
-        oy, ox = (big.shape[0] - h) // 2, (big.shape[1] - w) // 2
-        out[:, x0:x1] = big[oy : oy + h, ox : ox + w]
+    for x0, x1 in [(0, width // 2), (width // 2, width)]:
+        out[:, x0:x1] = cover(images[int(rng.integers(len(images)))], x1 - x0, height)
     return out
 
 
@@ -99,8 +108,8 @@ def build_distant_set(
     """Write one scene per sample under ``out_dir`` plus ``faces.csv`` and ``truth.csv``; returns (manifest, skipped)."""
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[tuple[str, str]] = []
-    truth: list[tuple[str, str, float, float, float, float]] = []
+    rows: list[tuple[object, ...]] = []
+    truth: list[tuple[object, ...]] = []
     skipped = 0
     for i, sample in enumerate(samples):
         photo = load_image(sample.path)
@@ -119,32 +128,20 @@ def build_distant_set(
         bx, by, bw, bh = (round(v, 1) for v in placed.box)
         truth.append((rel.as_posix(), sample.identity, bx, by, bw, bh))
     manifest = out_dir / "faces.csv"
-    with manifest.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "identity"])
-        w.writerows(rows)
-    with (out_dir / "truth.csv").open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "identity", "x", "y", "w", "h"])
-        w.writerows(truth)
+    write_csv(manifest, ["path", "identity"], rows)
+    write_csv(out_dir / "truth.csv", ["path", "identity", "x", "y", "w", "h"], truth)
     return manifest, skipped
 
 
 def build_nonface_scenes(images: list[tuple[str, np.ndarray]], out_dir: Path, size: tuple[int, int] = SCENE_SIZE) -> Path:
     """Each face-free image upscaled to cover a full scene; writes ``nonfaces.csv``."""
     (out_dir / "nonfaces").mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for name, img in images:
-        scale = max(size[0] / img.shape[1], size[1] / img.shape[0])
-        big = cv2.resize(img, (max(size[0], round(img.shape[1] * scale)), max(size[1], round(img.shape[0] * scale))))
-        oy, ox = (big.shape[0] - size[1]) // 2, (big.shape[1] - size[0]) // 2
-        scene = big[oy : oy + size[1], ox : ox + size[0]]
+        scene = cover(img, *size)
         rel = Path("nonfaces") / f"{Path(name).stem}.jpg"
         cv2.imwrite(str(out_dir / rel), cv2.cvtColor(scene, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
         rows.append((rel.as_posix(), "NOFACE"))
     manifest = out_dir / "nonfaces.csv"
-    with manifest.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "identity"])
-        w.writerows(rows)
+    write_csv(manifest, ["path", "identity"], rows)
     return manifest
