@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from edge.db import immediate
+
 GENESIS = "0" * 64
 
 
@@ -40,13 +42,8 @@ def append(
     """Append one record inside the caller's transaction, or in one of its own; returns its hash."""
     if not conn.in_transaction:
         # The chain read and the insert must not interleave with another connection's append.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             h = append(conn, kind, outcome, watchlist=watchlist, version=version, detail=detail)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return h
     row = conn.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
     prev = row[0] if row else GENESIS
@@ -83,15 +80,10 @@ def records(conn: sqlite3.Connection, kind: str | None = None) -> list[AuditReco
 
 def purge_older_than(conn: sqlite3.Connection, cutoff_iso: str) -> int:
     """Delete whole records older than ``cutoff_iso`` (never edit one); the purge itself is audited."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(conn):
         n = conn.execute("DELETE FROM audit WHERE ts < ?", (cutoff_iso,)).rowcount
         if n:
             append(conn, "audit.purged", "purged", detail={"records": n, "older_than": cutoff_iso})
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return int(n)
 
 

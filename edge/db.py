@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlite_utils
@@ -86,6 +87,20 @@ def _v2(db: sqlite_utils.Database) -> None:
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 
 
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        # SQLite may have rolled back already (SQLITE_FULL): a second ROLLBACK would hide the real error.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def connect(path: Path | str) -> sqlite3.Connection:
     """Open (creating and migrating as needed) the device database with crash-safe settings."""
     if str(path) != ":memory:":
@@ -98,13 +113,8 @@ def connect(path: Path | str) -> sqlite3.Connection:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     for number, migration in enumerate(MIGRATIONS, start=1):
         if version < number:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(conn):
                 migration(db)
                 conn.execute(f"PRAGMA user_version={number}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             log.info("database %s migrated to schema %d", path, number)
     return conn

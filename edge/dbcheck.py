@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import audit
-from edge.db import connect
+from edge.db import connect, immediate
 from edge.watchlist.store import WatchlistStore
 
 log = logging.getLogger(__name__)
@@ -141,23 +141,18 @@ def check_and_recover(path: Path) -> DbCheckReport:
     report.outbox_scan_complete = complete
     conn = connect(path)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        report.outbox_salvaged = sum(
-            conn.execute(f"INSERT OR IGNORE INTO outbox ({OUTBOX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", r).rowcount
-            for r in outbox
-        )
-        report.events_salvaged = sum(
-            conn.execute("INSERT OR IGNORE INTO events (event_id, created) VALUES (?, ?)", e).rowcount for e in events
-        )
-        for r in outbox:  # a salvaged message is known, even if its event row was lost
-            conn.execute("INSERT OR IGNORE INTO events (event_id, created) VALUES (?, ?)", (r[0], r[4]))
-        detail = {k: v for k, v in report.as_status().items() if k not in ("ok", "path", "checked_at")}
-        audit.append(conn, "database.corrupt", "rebuilt", detail=detail)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+        with immediate(conn):
+            report.outbox_salvaged = sum(
+                conn.execute(f"INSERT OR IGNORE INTO outbox ({OUTBOX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", r).rowcount
+                for r in outbox
+            )
+            report.events_salvaged = sum(
+                conn.execute("INSERT OR IGNORE INTO events (event_id, created) VALUES (?, ?)", e).rowcount for e in events
+            )
+            for r in outbox:  # a salvaged message is known, even if its event row was lost
+                conn.execute("INSERT OR IGNORE INTO events (event_id, created) VALUES (?, ?)", (r[0], r[4]))
+            detail = {k: v for k, v in report.as_status().items() if k not in ("ok", "path", "checked_at")}
+            audit.append(conn, "database.corrupt", "rebuilt", detail=detail)
     finally:
         conn.close()
     log.error("%s", report.summary())

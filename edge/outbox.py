@@ -29,7 +29,7 @@ from typing import Any
 
 from edge import audit
 from edge.clock import SYSTEM_CLOCK, Clock, JumpDetector
-from edge.db import connect
+from edge.db import connect, immediate
 from edge.errors import EdgeError
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,7 @@ class Outbox:
         watchlist: str | None,
         version: int | None,
     ) -> bool:
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(c):
             jump = self._rebase_after_jump(c)
             now = self.clock.time()
             fresh = c.execute("INSERT OR IGNORE INTO events (event_id, created) VALUES (?, ?)", (event_id, now)).rowcount == 1
@@ -125,11 +124,6 @@ class Outbox:
                     detail={"event_id": event_id, **(audit_detail or {})},
                 )
             self._enforce_bounds(c)
-            c.execute("COMMIT")
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            raise
         self._jump_committed(jump)
         return fresh
 
@@ -165,14 +159,8 @@ class Outbox:
         with self._lock:
             c = self.conn
             try:
-                c.execute("BEGIN IMMEDIATE")
-                try:
+                with immediate(c):
                     jump = self._rebase_after_jump(c)
-                    c.execute("COMMIT")
-                except BaseException:
-                    if c.in_transaction:
-                        c.execute("ROLLBACK")
-                    raise
                 self._jump_committed(jump)
             except sqlite3.OperationalError as exc:
                 log.error("outbox: could not record a clock jump: %s", exc)

@@ -20,6 +20,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge import audit
+from edge.db import immediate
 from edge.watchlist.bundle import (
     DTYPES,
     Bundle,
@@ -148,8 +149,7 @@ class WatchlistStore:
                 )
             )
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(c):
             c.execute("DELETE FROM entries WHERE watchlist = ?", (manifest.name,))
             c.executemany(
                 "INSERT INTO entries (watchlist, entry_id, label, case_ref, expires_at, threshold, n, embeddings, sha256) "
@@ -182,16 +182,11 @@ class WatchlistStore:
                 version=manifest.version,
                 detail={"from_version": previous, "entries": len(entries), "sha256": manifest.sha256},
             )
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
 
     def revoke(self, name: str, entry_ids: list[str], *, reason: str = "revoked") -> int:
         """Remove single entries at once (signed revocations are checked by the caller)."""
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(c):
             removed = 0
             for eid in entry_ids:
                 removed += c.execute("DELETE FROM entries WHERE watchlist = ? AND entry_id = ?", (name, eid)).rowcount
@@ -205,10 +200,6 @@ class WatchlistStore:
                 detail={"entry_ids": entry_ids, "removed": removed},
             )
             c.execute("UPDATE watchlists SET entry_count = entry_count - ? WHERE name = ?", (removed, name))
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
         return removed
 
     def damaged_entries(self, limit: int = 20) -> tuple[int, list[str]]:
