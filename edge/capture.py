@@ -33,6 +33,7 @@ class CapturedFrame:
     index: int
     t: float  # media time for recordings, monotonic time for live sources
     wall: float
+    still: bool = False  # a photo of its own (folder source), not a frame of a scene
 
 
 class SourceRunner:
@@ -40,7 +41,12 @@ class SourceRunner:
         self.settings = settings
         self.camera = settings.camera
         self.source: FrameSource = make_source(
-            settings.camera, settings.url, width=settings.width, height=settings.height, fps=settings.fps_cap
+            settings.camera,
+            settings.url,
+            width=settings.width,
+            height=settings.height,
+            fps=settings.fps_cap,
+            stills=settings.stills,
         )
         self.live = self.source.live
         self.frames: deque[CapturedFrame] = deque()
@@ -148,7 +154,7 @@ class SourceRunner:
                 continue
             last_t = t
             self.captured += 1
-            self._put(CapturedFrame(self.camera, image, index, t, time.time()))
+            self._put(CapturedFrame(self.camera, image, index, t, time.time(), self.source.stills))
         return False
 
     def _bad_frame(self, index: int, exc: Exception) -> None:

@@ -108,6 +108,11 @@ class SourceSettings(_Section):
     stop_at_end: bool = Field(
         False, description="File or folder sources: stop the daemon after the last frame's hits are delivered."
     )
+    stills: bool = Field(
+        True,
+        description="Folder sources: each image is a separate photo (each face its own track, a hit at the threshold, "
+        "no cooldown); false for a folder of consecutive video frames.",
+    )
     fps_cap: float | None = Field(None, gt=0, le=120, description="Process at most this many frames per second.")
     width: int | None = Field(None, ge=64, le=7680, description="Requested capture width (camera sources).")
     height: int | None = Field(None, ge=64, le=4320, description="Requested capture height (camera sources).")

@@ -229,6 +229,10 @@ class Daemon:
         if matcher is None:
             return
         for d in decisions:
+            if d.cooldown:
+                log.info("track %s: hit on %s within the %.0fs cooldown; not raised again", d.track.track_id, d.entry_id,
+                         self.s.tracking.realert_s)  # fmt: skip
+                continue
             event_id = self._event_id(d)
             payload = self._hit_payload(d, matcher, event_id)
             stored = self._store(
@@ -257,7 +261,13 @@ class Daemon:
     def process(self, item: CapturedFrame) -> None:
         a = self.analyser
         a.timings.clear()
-        faces = [f for f in a.analyse(item.image, regions=self.regions.get(item.camera)) if f.passed_gate]
+        faces = []
+        for f in a.analyse(item.image, regions=self.regions.get(item.camera)):
+            if f.passed_gate:
+                faces.append(f)
+            else:
+                log.debug("camera %s frame %d: a face failed the quality gate (%s)", item.camera, item.index,
+                          "; ".join(f.gate_reasons))  # fmt: skip
         for stage in ("detect", "align", "embed"):
             for v in a.timings.get(stage, []):
                 self.stage_ms[stage].append(v)
@@ -274,7 +284,10 @@ class Daemon:
                     Observation(f.detection.box, f.quality, m, thr, item.index, item.t, item.wall, f.crop if keep_crops else None)
                 )
         # Embeddings and crops of faces that matched no one go out of scope here.
-        self._emit(self.tracker.update(item.camera, item.t, observations))
+        if item.still:
+            self._emit(self.tracker.still(item.camera, observations))
+        else:
+            self._emit(self.tracker.update(item.camera, item.t, observations))
         self.frame_times.append(time.monotonic())
 
     def _next_frame(self, timeout: float) -> CapturedFrame | None:

@@ -87,6 +87,7 @@ class FrameSource(Protocol):
     camera: str
     live: bool  # a live source drops the oldest frames when the pipeline falls behind; a file waits
     media_fps: float | None  # frames per second of a recorded source (for its timestamps)
+    stills: bool  # separate photos, not frames of one scene: each face is its own track
 
     def open(self) -> None: ...
 
@@ -104,6 +105,7 @@ class OpenCVSource:
         self.width, self.height = width, height
         self.is_file = not url.isdigit() and "://" not in url
         self.live = not self.is_file
+        self.stills = False
         self.media_fps: float | None = None
         self._cap: cv2.VideoCapture | None = None
 
@@ -138,12 +140,13 @@ class OpenCVSource:
 
 
 class FolderSource:
-    """A folder of still images in name order: recorded frames, or photos to screen."""
+    """A folder of still images in name order: photos to screen (``stills``), or recorded frames."""
 
-    def __init__(self, camera: str, folder: Path, fps: float = 1.0) -> None:
+    def __init__(self, camera: str, folder: Path, fps: float = 1.0, *, stills: bool = True) -> None:
         self.camera = camera
         self.folder = folder
         self.live = False
+        self.stills = stills
         self.media_fps: float | None = fps
         self._files: list[Path] = []
         self._pos = 0
@@ -172,6 +175,7 @@ class PiCameraSource:
     def __init__(self, camera: str, width: int | None, height: int | None) -> None:
         self.camera = camera
         self.live = True
+        self.stills = False
         self.media_fps: float | None = None
         self.size = (width or 1920, height or 1080)
         self._cam: object | None = None
@@ -211,11 +215,17 @@ class PiCameraSource:
 
 
 def make_source(
-    camera: str, url: str, *, width: int | None = None, height: int | None = None, fps: float | None = None
+    camera: str,
+    url: str,
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    fps: float | None = None,
+    stills: bool = True,
 ) -> FrameSource:
     """The source a config's ``url`` names: 'picamera2', a folder, or anything OpenCV opens."""
     if url == "picamera2":
         return PiCameraSource(camera, width, height)
     if Path(url).is_dir():
-        return FolderSource(camera, Path(url), fps or 1.0)
+        return FolderSource(camera, Path(url), fps or 1.0, stills=stills)
     return OpenCVSource(camera, url, width, height)

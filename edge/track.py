@@ -4,9 +4,12 @@ A face in one frame is an observation; observations that overlap from frame to f
 a track. A track raises a hit for a watchlist entry only when several of its frames agree on
 that entry above the threshold (not one lucky frame), at most once per (track, entry), and
 not again for the same (camera, entry) within the cooldown, so a split or re-entered track
-does not alert twice. A track seen in a single frame only (a still image) may hit when its
-score clears the threshold by a margin. Nothing about faces that matched no one is kept
-beyond the box needed to follow them.
+does not alert twice. A track seen in a single frame only may hit when its score clears the
+threshold by a margin. Photos (a folder source) are not frames of one scene: each face of a
+photo is its own track, decided at its threshold as ``edge eval`` does, and a photo is a
+sighting of its own, so the cooldown does not apply. Nothing about faces that matched no one
+is kept beyond the box needed to follow them; the debug log says why each track did not hit
+(scores and reasons, never an entry, crop or vector).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class Track:
     frames: int = 1
     votes: dict[str, list[Observation]] = field(default_factory=dict)
     alerted: set[str] = field(default_factory=set)
+    best_miss: tuple[float, float] | None = None  # (score, threshold) of the best frame below its threshold
 
     def add(self, obs: Observation) -> None:
         self.last = obs
@@ -60,6 +64,8 @@ class Track:
     def _vote(self, obs: Observation) -> None:
         if not obs.is_hit or obs.match is None:
             obs.crop = None  # nothing of a face that matched no one is kept
+            if obs.match is not None and (self.best_miss is None or obs.match.score > self.best_miss[0]):
+                self.best_miss = (obs.match.score, obs.threshold)
             return
         votes = self.votes.setdefault(obs.match.entry_id, [])
         if votes:
@@ -80,6 +86,7 @@ class Decision:
     entry_id: str
     best: Observation
     frames_matched: int
+    cooldown: bool = False  # decided, but within the (camera, entry) cooldown: reported, not raised
 
 
 def _score(o: Observation) -> float:
@@ -134,6 +141,19 @@ class Tracker:
             decisions.extend(self._decide(tr, final=False))
         return decisions
 
+    def still(self, camera: str, observations: list[Observation]) -> list[Decision]:
+        """The faces of one photo: each its own track, a hit when its score reaches its threshold."""
+        decisions = self.finish(camera)
+        for ob in observations:
+            tr = Track(track_id=f"{camera}-{ob.frame_index}-{next(self._ids)}", camera=camera, first=ob, last=ob)
+            tr._vote(ob)
+            for entry_id, (best,) in tr.votes.items():
+                tr.alerted.add(entry_id)
+                decisions.append(Decision(tr, entry_id, best, 1))
+            if not tr.votes:
+                log.debug("track %s (photo): no hit: %s", tr.track_id, _miss_reason(tr))
+        return decisions
+
     def finish(self, camera: str | None = None) -> list[Decision]:
         """End every track (of one camera, or all): the end of a recording."""
         out: list[Decision] = []
@@ -172,10 +192,32 @@ class Tracker:
             key = (tr.camera, entry_id)
             last = self._last_alert.get(key)
             if last is not None and best.t - last < self.s.realert_s:
-                log.info(
-                    "track %s: hit on %s within the %.0fs cooldown; not raised again", tr.track_id, entry_id, self.s.realert_s
-                )
+                out.append(Decision(tr, entry_id, best, len(obs), cooldown=True))
                 continue
             self._last_alert[key] = best.t
             out.append(Decision(tr, entry_id, best, len(obs)))
+        if final and not tr.alerted:
+            log.debug("track %s ended after %d frames: no hit: %s", tr.track_id, tr.frames, self._why_not(tr))
         return out
+
+    def _why_not(self, tr: Track) -> str:
+        """Why a track raised no hit, in scores and counts (no entry ids: it matched no one)."""
+        if not tr.votes:
+            return _miss_reason(tr)
+        matched = sum(len(v) for v in tr.votes.values())
+        parts = []
+        for obs in tr.votes.values():
+            best = max(_score(o) for o in obs)
+            parts.append(
+                f"an entry matched {len(obs)} of {tr.frames} frames (best score {best:.3f}, threshold {obs[0].threshold:.3f}); "
+                f"a hit needs {self.s.min_frames} frames and more than twice those of other entries ({matched - len(obs)})"
+                + (f", or a single frame {self.s.single_frame_margin:.2f} over the threshold" if tr.frames == 1 else "")
+            )
+        return "; ".join(parts)
+
+
+def _miss_reason(tr: Track) -> str:
+    if tr.best_miss is None:
+        return "no watchlist entry to compare with"
+    score, threshold = tr.best_miss
+    return f"best score {score:.3f} below its threshold {threshold:.3f} in {tr.frames} frames"

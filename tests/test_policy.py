@@ -26,8 +26,8 @@ def run(tracker: Tracker, frames: list[list[Observation]], camera: str = "c") ->
     hits = []
     for f in frames:
         t = f[0].t if f else 0.0
-        hits += [d.entry_id for d in tracker.update(camera, t, f)]
-    return hits + [d.entry_id for d in tracker.finish()]
+        hits += [d.entry_id for d in tracker.update(camera, t, f) if not d.cooldown]
+    return hits + [d.entry_id for d in tracker.finish() if not d.cooldown]
 
 
 def test_one_lucky_frame_in_a_track_is_not_a_hit() -> None:
@@ -55,6 +55,27 @@ def test_a_track_that_disagrees_with_itself_raises_nothing() -> None:
 def test_a_still_image_hits_only_when_the_score_clears_the_threshold_by_the_margin() -> None:
     assert run(Tracker(TrackingSettings()), [[obs(100, 0, "A", score=0.70)]]) == ["A"]
     assert run(Tracker(TrackingSettings()), [[obs(100, 0, "A", score=0.62)]]) == []
+
+
+def test_photos_are_separate_sightings_decided_at_the_threshold_without_cooldown() -> None:
+    tracker = Tracker(TrackingSettings(realert_s=60))
+    photos = [
+        [obs(100, 0, "A", score=0.62)],
+        [obs(100, 1, "B")],
+        [obs(100, 2, "A")],
+        [obs(100, 3, None)],
+        [obs(100, 4, "A", 0.5)],
+    ]
+    hits = [[d.entry_id for d in tracker.still("c", p)] for p in photos]
+    assert hits == [["A"], ["B"], ["A"], [], []], "same place in the picture, different people: never one track"
+
+
+def test_a_hit_within_the_cooldown_is_reported_as_such_not_raised() -> None:
+    tracker = Tracker(TrackingSettings(realert_s=60))
+    first = [[obs(100, i, "A")] for i in range(3)]
+    later = [[obs(100, i, "A", t=5 + i / 10)] for i in range(10, 13)]
+    decisions = [d for f in first + later for d in tracker.update("c", f[0].t, f)] + tracker.finish()
+    assert [(d.entry_id, d.cooldown) for d in decisions] == [("A", False), ("A", True)]
 
 
 def test_two_people_in_one_frame_are_two_tracks() -> None:
