@@ -240,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeError as exc:
         print(f"edge: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before a command installed its own handler (e.g. while models load)
+        print("edge: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import signal
 import statistics
 import threading
@@ -354,8 +355,8 @@ class Daemon:
     # --- run ---
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
         self.sync.start()
         self.publisher.start()
         for r in self.runners:
@@ -418,11 +419,24 @@ class Daemon:
         if self.unstored:
             log.error("disk still full: %d messages held in memory are lost when the daemon stops", len(self.unstored))
             return 1
-        if self.publisher.wait_drained(max(1.0, deadline - time.monotonic())):
-            log.info("every hit delivered (%d this run)", self.hits)
-            return 0
-        log.error("%d messages still undelivered; they stay in the outbox for the next start", self.outbox.stats().depth)
-        return 1
+        return self._drain(deadline)
+
+    def _drain(self, deadline: float) -> int:
+        """Wait for the broker to take what is in the outbox; a signal ends the wait (the outbox keeps the rest)."""
+        patience = min(deadline, time.monotonic() + 10.0)  # a broker that is up answers well within this
+        while not self.stop_event.is_set():
+            if self.publisher.wait_drained(0.5) and self.publisher.connected.is_set():
+                log.info("every hit delivered (%d this run)", self.hits)
+                return 0
+            if self.outbox.stats().depth == 0 and not self.publisher.connected.is_set() and time.monotonic() >= patience:
+                # Nothing to send, but no status went out and no watchlist could arrive: say so, do not wait.
+                log.error("the MQTT broker %s:%d was not reachable (%s); %d hits this run", self.s.mqtt.host,
+                          self.s.mqtt.port, self.publisher.last_error or "no connection", self.hits)  # fmt: skip
+                return 1
+            if time.monotonic() >= deadline:
+                log.error("%d messages still undelivered; they stay in the outbox for the next start", self.outbox.stats().depth)
+                return 1
+        return 0
 
     def _purge(self) -> None:
         keep_s = self.s.privacy.retention_days * 86400
@@ -438,10 +452,21 @@ class Daemon:
             r.stop()
         if self.stop_event.is_set():
             self._emit(self.tracker.finish())
-            self.publisher.wait_drained(5.0)
+            if self.publisher.connected.is_set():  # a moment for hits just made; never long (systemd and Ctrl-C wait)
+                self.publisher.wait_drained(1.0)
         self.sync.stop()
         self.publisher.stop(offline_payload=self.status("offline"))
-        log.info("stopped; %d messages wait in the outbox", self.outbox.stats().depth)
+        depth = self.outbox.stats().depth
+        log.info("stopped; %d messages wait in the outbox%s", depth, " (sent at the next start)" if depth else "")
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.stop_event.is_set():  # asked twice: stop at once; everything undelivered is already in the outbox
+            log.warning("%s again: stopping now; undelivered messages stay in the outbox", name)
+            logging.shutdown()
+            os._exit(128 + signum)
+        log.info("%s: stopping (undelivered messages stay in the outbox for the next start)", name)
+        self.stop_event.set()
 
     def _watchdog(self, interval: float | None) -> None:
         if interval is None:
