@@ -131,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.config import load_settings
     from edge.daemon import Daemon
 
-    return Daemon(load_settings(args.config)).run()
+    return Daemon(load_settings(args.config), json_hits=args.json).run()
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -205,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the device daemon (foreground; systemd runs it as edge.service)")
     p.add_argument("--config", type=Path, required=True, help="device config (TOML); keys in the README")
+    p.add_argument("--json", action="store_true", help="also print each hit as one JSON line on stdout (the hit payload)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("config", help="check or show a device config")

@@ -33,6 +33,7 @@ from edge.errors import ConfigError
 from edge.health import cpu_temperature_c, sd_notify, watchdog_interval_s
 from edge.match import Matcher, MatcherHolder
 from edge.outbox import Outbox, StorageFullError
+from edge.progress import Progress
 from edge.publish import BrokerOptions, ConsoleSink, Publisher, ack_topic, hits_topic
 from edge.track import Decision, Observation, Tracker
 from edge.watchlist.bundle import format_time, trusted_keys
@@ -54,7 +55,7 @@ def iso(ts: float) -> str:
 
 
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, json_hits: bool = False) -> None:
         if not settings.sources:
             raise ConfigError("no [[sources]] configured: nothing to watch")
         self.s = settings
@@ -77,6 +78,7 @@ class Daemon:
         self.wake = threading.Condition()
         self.runners = [SourceRunner(src, settings.daemon.queue_frames, self.wake) for src in settings.sources]
         self.fingerprints = {r.camera: r.fingerprint() for r in self.runners if not r.live}
+        self.report = Progress(self.runners, json_hits=json_hits)
         self.regions = {src.camera: src.regions for src in settings.sources if src.regions}
         self.stage_ms: dict[str, deque[float]] = {k: deque(maxlen=200) for k in ("detect", "align", "embed", "match")}
         self.frame_times: deque[float] = deque(maxlen=100)
@@ -231,8 +233,7 @@ class Daemon:
             return
         for d in decisions:
             if d.cooldown:
-                log.info("track %s: hit on %s within the %.0fs cooldown; not raised again", d.track.track_id, d.entry_id,
-                         self.s.tracking.realert_s)  # fmt: skip
+                self.report.cooldown(d.track.track_id, d.entry_id, self.s.tracking.realert_s)
                 continue
             event_id = self._event_id(d)
             payload = self._hit_payload(d, matcher, event_id)
@@ -249,10 +250,7 @@ class Daemon:
             )
             if stored:
                 self.hits += 1
-                log.info(
-                    "HIT camera %s entry %s score %.3f (threshold %.3f, %d frames), event %s",
-                    d.track.camera, d.entry_id, payload["score"], payload["threshold"], d.frames_matched, event_id,
-                )  # fmt: skip
+                self.report.hit(payload)
             d.best.crop = None
         if decisions:
             self.publisher.kick()
@@ -263,7 +261,8 @@ class Daemon:
         a = self.analyser
         a.timings.clear()
         faces = []
-        for f in a.analyse(item.image, regions=self.regions.get(item.camera)):
+        seen = a.analyse(item.image, regions=self.regions.get(item.camera))
+        for f in seen:
             if f.passed_gate:
                 faces.append(f)
             else:
@@ -290,6 +289,7 @@ class Daemon:
         else:
             self._emit(self.tracker.update(item.camera, item.t, observations))
         self.frame_times.append(time.monotonic())
+        self.report.frame(item.camera, faces=len(seen), gated=len(seen) - len(faces), tracks=self.tracker.started[item.camera])
 
     def _next_frame(self, timeout: float) -> CapturedFrame | None:
         deadline = time.monotonic() + timeout
@@ -361,6 +361,7 @@ class Daemon:
         self.publisher.start()
         for r in self.runners:
             r.start()
+        self.report.start()
         wd = watchdog_interval_s()
         threading.Thread(target=self._watchdog, args=(wd,), name="watchdog", daemon=True).start()
         sd_notify("READY=1")
@@ -387,6 +388,7 @@ class Daemon:
                     code = self._finish_recordings()
                     break
             self.retry_unstored()
+            self.report.tick()
             now = time.monotonic()
             if now >= next_status:
                 self.publisher.publish_status(self.status())
@@ -457,6 +459,7 @@ class Daemon:
         self.sync.stop()
         self.publisher.stop(offline_payload=self.status("offline"))
         depth = self.outbox.stats().depth
+        self.report.close(outbox_depth=depth)
         log.info("stopped; %d messages wait in the outbox%s", depth, " (sent at the next start)" if depth else "")
 
     def _on_signal(self, signum: int, _frame: object) -> None:

@@ -171,7 +171,7 @@ def run_loop(workdir: Path, *, broker: tuple[str, int] | None) -> int:
     where = f"the broker at {broker[0]}:{broker[1]}" if broker else "the console (no broker on 127.0.0.1:1883)"
     print(f"hits go to {where}\n")
     sub = _subscribe(broker) if broker else None
-    code = Daemon(settings).run()
+    code = Daemon(settings, json_hits=True).run()  # each hit's payload on stdout, as a central system gets it
     if sub is not None:
         time.sleep(0.5)
         sub.disconnect()

@@ -417,7 +417,7 @@ class Publisher:
 
 
 class ConsoleSink:
-    """Stands in for the broker when MQTT is off (demo): prints each message and counts it delivered."""
+    """Stands in for the broker when MQTT is off (demo): counts each message delivered and prints those that are not hits."""
 
     def __init__(self, outbox: Any, stream: Any = None) -> None:
         self.outbox = outbox
@@ -435,8 +435,9 @@ class ConsoleSink:
 
         out = self.stream or sys.stdout
         for row in self.outbox.pending(1000):
-            out.write(f"{row.topic} {row.payload.decode('utf-8')}\n")
-            out.flush()
+            if not row.topic.endswith("/hits"):  # hits are already reported by the daemon (a line each, or --json)
+                out.write(f"{row.topic} {row.payload.decode('utf-8')}\n")
+                out.flush()
             self.outbox.delivered(row.event_id)
 
     def publish_status(self, payload: dict[str, Any]) -> None:

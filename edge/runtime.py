@@ -99,7 +99,7 @@ class LoadedModel:
             interp = module.Interpreter(model_content=content, num_threads=self.threads)
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"{self.spec.name}: cannot run at {width}x{height} input ({runtime}: {exc})") from exc
-        log.info("model %s prepared for %dx%d input", self.spec.name, width, height)
+        log.debug("model %s prepared for %dx%d input", self.spec.name, width, height)
         return _finish(self.spec, interp, "cpu", path=self.path, threads=self.threads)
 
 

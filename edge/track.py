@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,6 +109,7 @@ class Tracker:
         self.tracks: dict[str, list[Track]] = {}
         self._last_alert: dict[tuple[str, str], float] = {}
         self._ids = itertools.count(1)
+        self.started: Counter[str] = Counter()  # tracks begun per camera (for progress figures)
 
     def active(self, camera: str) -> list[Track]:
         return self.tracks.get(camera, [])
@@ -134,6 +136,7 @@ class Tracker:
             if oi in used_o:
                 continue
             tr = Track(track_id=f"{camera}-{ob.frame_index}-{next(self._ids)}", camera=camera, first=ob, last=ob)
+            self.started[camera] += 1
             tr._vote(ob)
             tracks.append(tr)
             touched.append(tr)
@@ -146,6 +149,7 @@ class Tracker:
         decisions = self.finish(camera)
         for ob in observations:
             tr = Track(track_id=f"{camera}-{ob.frame_index}-{next(self._ids)}", camera=camera, first=ob, last=ob)
+            self.started[camera] += 1
             tr._vote(ob)
             for entry_id, (best,) in tr.votes.items():
                 tr.alerted.add(entry_id)

@@ -110,7 +110,7 @@ def test_the_demo_runs_the_whole_loop_on_shipped_samples(tmp_path: Path, capsys:
     assert main(["demo", "--console", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "HIT astronaut" in out and "no match" in out and "all decisions right" in out
-    hits = [json.loads(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("edge/v1/demo-pole/hits ")]
+    hits = [json.loads(line) for line in out.splitlines() if line.startswith('{"schema":"edge.hit/1"')]
     assert [h["entry_id"] for h in hits] == ["case-0001"]
 
 

@@ -62,7 +62,7 @@ def test_a_signal_while_models_load_while_processing_and_while_idle_stops_within
             [
                 (True, "runs on the CPU"),  # loading models, before the daemon's own handlers
                 (True, "running: device"),  # processing the recording
-                (False, "prepared for"),  # a recording that ended, daemon kept running (idle)
+                (False, "recording ended after"),  # a recording that ended, daemon kept running (idle)
             ]
         ):
             run_dir = tmp_path / str(n)

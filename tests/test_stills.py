@@ -8,6 +8,7 @@ row is reported twice.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -91,7 +92,7 @@ def test_every_photo_eval_would_match_raises_a_hit(scene: tuple[Path, dict[int, 
         )
         assert main(["watchlist", "apply", str(ws / "bundle"), "--config", str(cfg)]) == 0
         run = subprocess.run(
-            [sys.executable, "-m", "edge.cli", "-v", "run", "--config", str(cfg)],
+            [sys.executable, "-m", "edge.cli", "-v", "run", "--config", str(cfg), "--json"],
             capture_output=True,
             text=True,
             timeout=300,
@@ -106,6 +107,11 @@ def test_every_photo_eval_would_match_raises_a_hit(scene: tuple[Path, dict[int, 
         broker.stop()
     raised = {int(h["track_id"].split("-")[1]): h["entry_id"] for h in hits.values()}
     assert raised == expected
+    # What the technician sees: each hit as a JSON line on stdout (--json), progress and a summary in the log.
+    assert sorted(json.loads(line)["event_id"] for line in run.stdout.splitlines()) == sorted(hits)
+    assert "progress: camera desk 1/10 frames" in run.stderr
+    assert "summary: camera desk: 10 frames" in run.stderr and "summary: 7 hits" in run.stderr
+    assert "INFO edge.runtime: model blazeface-full-range prepared for" not in run.stderr, "new input sizes: DEBUG only"
     # Why the other photos did not hit, in scores only: one line per photo of someone not enrolled.
     misses = [line for line in run.stderr.splitlines() if "(photo): no hit: best score" in line]
     assert len(misses) == len(OTHERS), run.stderr
