@@ -139,6 +139,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     if args.config_command == "check":
+        from edge.sources import recording_problem
+
+        problems = [f"sources {src.camera}: {p}" for src in settings.sources if (p := recording_problem(src.url))]
+        if problems:
+            raise EdgeError(f"{args.config}: " + "; ".join(problems))
         print(f"{args.config}: valid ({len(settings.sources)} sources, watchlist {settings.watchlist.name})")
         return 0
     data = json.loads(settings.model_dump_json())

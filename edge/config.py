@@ -6,6 +6,7 @@ the key's name instead of silently keeping a default.
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from contextvars import ContextVar
@@ -22,6 +23,8 @@ from pydantic_settings import (
 )
 
 from edge.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class _Section(BaseModel):
@@ -277,15 +280,65 @@ class Settings(BaseSettings):
 _TOML_PATH: ContextVar[Path | None] = ContextVar("edge_toml_path", default=None)
 
 
+ENV_PREFIX = "EDGE_"
+# EDGE_* names read elsewhere than the settings model (so not reported as misspelt settings).
+OTHER_ENV_NAMES = frozenset({"EDGE_MODELS_DIR", "EDGE_DEV_DATA", "EDGE_DEV_FACES"})
+
+
+def _env_names(model: type[BaseModel], prefix: str = ENV_PREFIX) -> set[str]:
+    """Every environment name that sets a setting: EDGE_KEY, EDGE_SECTION, EDGE_SECTION__KEY, ..."""
+    names = set()
+    for name, field in model.model_fields.items():
+        env = f"{prefix}{name.upper()}"
+        names.add(env)
+        for arg in (field.annotation, *getattr(field.annotation, "__args__", ())):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                names |= _env_names(arg, env + "__")
+    return names
+
+
+def unknown_env_names(environ: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """EDGE_* variables that set nothing (misspelt), each with the closest real names."""
+    import difflib
+
+    known = _env_names(Settings)
+    env = os.environ if environ is None else environ
+    return {
+        name: difflib.get_close_matches(name.upper(), sorted(known), n=1)
+        for name in env
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known | OTHER_ENV_NAMES
+    }
+
+
+def _env_name_for(loc: tuple[int | str, ...]) -> str | None:
+    """The EDGE_* variable that supplied the value at ``loc`` (or a table holding it), if one is set."""
+    upper = {k.upper() for k in os.environ}
+    for n in range(len(loc), 0, -1):
+        name = ENV_PREFIX + "__".join(str(p).upper() for p in loc[:n])
+        if name in upper:
+            return name
+    return None
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
+    lines = []
+    from_env = 0
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        env = _env_name_for(err["loc"])
+        where = f" (from the environment variable {env})" if env else ""
+        from_env += env is not None
         if err["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (check its spelling against the README's configuration reference)")
+            lines.append(f"  {key}: unknown key{where} (check its spelling against the README's configuration reference)")
         else:
-            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
-    return "\n".join(lines)
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r}){where}")
+    if from_env == len(lines):
+        head = "invalid configuration in the environment:"
+    elif from_env:
+        head = f"invalid configuration in {source} and the environment:"
+    else:
+        head = f"invalid configuration in {source}:"
+    return "\n".join([head, *lines])
 
 
 def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
@@ -307,6 +360,9 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
         except RecursionError as exc:
             raise ConfigError(f"configuration file {path} is not valid TOML: nested too deeply") from exc
+    for name, close in unknown_env_names().items():
+        log.warning("environment variable %s sets no setting and is ignored%s", name,
+                    f" (did you mean {close[0]}?)" if close else "")  # fmt: skip
     token = _TOML_PATH.set(path)
     try:
         return Settings(**overrides)

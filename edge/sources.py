@@ -214,6 +214,18 @@ class PiCameraSource:
                 self._cam = None
 
 
+def is_camera_url(url: str) -> bool:
+    """A live camera (it has a resolution to set), as opposed to a recording: a video file or a folder."""
+    return url == "picamera2" or url.isdigit() or "://" in url
+
+
+def recording_problem(url: str) -> str | None:
+    """Why a recording source cannot be read now (a missing file or folder), or None."""
+    if is_camera_url(url) or Path(url).exists():
+        return None
+    return f"{url} not found (no such video file or folder)"
+
+
 def make_source(
     camera: str,
     url: str,

@@ -53,7 +53,9 @@ def test_the_wheel_holds_exactly_the_models_the_manifest_lists(wheel: Path) -> N
     with zipfile.ZipFile(wheel) as z:
         names = {n.removeprefix("edge/model_files/") for n in z.namelist() if n.startswith("edge/model_files/")}
         manifest = json.loads(z.read("edge/model_files/manifest.json"))
+        unit = "edge/systemd/edge.service" in z.namelist()
     assert names == {"manifest.json"} | {m["file"] for m in manifest["models"].values()}
+    assert unit, "edge provision installs the systemd unit from the package"
 
 
 def _clean_env(tmp: Path) -> dict[str, str]:
