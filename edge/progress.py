@@ -130,8 +130,12 @@ class Progress:
         self.counts.setdefault(payload["camera"], _Counts()).hits += 1
         log.info("%s", hit_line(payload))
         if self.json_hits:
-            sys.stdout.write(json.dumps(payload, separators=(",", ":")) + "\n")
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(json.dumps(payload, separators=(",", ":")) + "\n")
+                sys.stdout.flush()
+            except BrokenPipeError:  # `edge run --json | head`: the reader left; the hits still go to the outbox
+                self.json_hits = False
+                log.warning("stdout closed: no more JSON hit lines (hits are still stored and delivered)")
 
     def cooldown(self, track_id: str, entry_id: str, realert_s: float) -> None:
         self.cooldowns += 1

@@ -32,6 +32,8 @@ def read_manifest(path: Path | str) -> list[Sample]:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read manifest ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not a CSV text file ({exc.reason} at byte {exc.start})") from exc
     reader = csv.DictReader(text.splitlines())
     if reader.fieldnames is None or not {"path", "identity"} <= set(reader.fieldnames):
         raise ManifestError(f"{path}: manifest needs a header with columns 'path' and 'identity', got {reader.fieldnames}")

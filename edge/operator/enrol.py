@@ -55,22 +55,33 @@ def requests_from_folder(folder: Path) -> list[EnrolRequest]:
 
 def requests_from_csv(path: Path) -> list[EnrolRequest]:
     """CSV with ``entry_id,path`` and optional ``label,case_ref,expires_at,threshold`` (paths relative to it)."""
-    with path.open(encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"entry_id", "path"} <= set(reader.fieldnames):
-            raise EdgeError(f"{path}: needs columns entry_id,path (optional label,case_ref,expires_at,threshold)")
-        by_id: dict[str, EnrolRequest] = {}
-        for line, row in enumerate(reader, start=2):
-            eid = (row.get("entry_id") or "").strip()
-            if not ENTRY_ID_RE.match(eid):
-                raise EdgeError(f"{path}:{line}: bad entry_id {eid!r}")
-            req = by_id.setdefault(eid, EnrolRequest(eid, []))
-            req.photos.append(path.parent / row["path"].strip())
-            req.label = row.get("label") or req.label
-            req.case_ref = row.get("case_ref") or req.case_ref
-            req.expires_at = row.get("expires_at") or req.expires_at
-            if row.get("threshold"):
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise EdgeError(f"{path}: cannot read the CSV ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise EdgeError(f"{path}: not a CSV text file ({exc.reason} at byte {exc.start})") from exc
+    reader = csv.DictReader(text.splitlines())
+    if reader.fieldnames is None or not {"entry_id", "path"} <= set(reader.fieldnames):
+        raise EdgeError(f"{path}: needs columns entry_id,path (optional label,case_ref,expires_at,threshold)")
+    by_id: dict[str, EnrolRequest] = {}
+    for line, row in enumerate(reader, start=2):
+        eid = (row.get("entry_id") or "").strip()
+        if not ENTRY_ID_RE.match(eid):
+            raise EdgeError(f"{path}:{line}: bad entry_id {eid!r}")
+        req = by_id.setdefault(eid, EnrolRequest(eid, []))
+        photo = (row.get("path") or "").strip()
+        if not photo:
+            raise EdgeError(f"{path}:{line}: empty path")
+        req.photos.append(path.parent / photo)
+        req.label = row.get("label") or req.label
+        req.case_ref = row.get("case_ref") or req.case_ref
+        req.expires_at = row.get("expires_at") or req.expires_at
+        if row.get("threshold"):
+            try:
                 req.threshold = float(row["threshold"])
+            except ValueError as exc:
+                raise EdgeError(f"{path}:{line}: threshold {row['threshold']!r} is not a number") from exc
     return list(by_id.values())
 
 

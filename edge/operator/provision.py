@@ -110,7 +110,7 @@ def _answers(args: argparse.Namespace) -> dict[str, Any]:
     if args.from_file:
         try:
             answers = tomllib.loads(Path(args.from_file).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{args.from_file}: cannot read the answers file ({exc})") from exc
         unknown = set(answers) - set(ANSWERS)
         if unknown:

@@ -40,7 +40,19 @@ def _embedding_spaces(models_dir: Path | None) -> dict[str, str]:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    key, pub = generate_keypair(args.out)
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise EdgeError(f"--out {out} is a file; give a folder for watchlist.key and watchlist.pub")
+    there = [p.name for p in (out / "watchlist.key", out / "watchlist.pub") if p.exists()]
+    if there:
+        raise EdgeError(
+            f"{out} already holds {' and '.join(there)}: a signing key is never overwritten "
+            "(devices trust the old one); choose another --out, or move the old keys away first"
+        )
+    try:
+        key, pub = generate_keypair(out)
+    except OSError as exc:
+        raise EdgeError(f"cannot write keys into {out} ({exc.strerror or exc})") from exc
     from edge.watchlist.bundle import load_public_key
 
     print(f"private key {key} (mode 0600; keep it offline), public key {pub}, key id {key_id(load_public_key(pub))}")
