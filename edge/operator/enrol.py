@@ -42,8 +42,12 @@ class EnrolReport:
 
 def requests_from_folder(folder: Path) -> list[EnrolRequest]:
     """One subfolder per entry; the folder name is the entry_id."""
+    layout = f"one subfolder per entry, named by its entry_id: {folder}/case-0001/photo1.jpg, {folder}/case-0002/..."
     if not folder.is_dir():
-        raise EdgeError(f"{folder}: not a folder of entry subfolders")
+        raise EdgeError(f"--photos {folder}: not a folder; it needs {layout}")
+    loose = [p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if loose and not any(p.is_dir() for p in folder.iterdir()):
+        raise EdgeError(f"--photos {folder} holds {len(loose)} photos directly; it needs {layout}")
     out = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         if not ENTRY_ID_RE.match(sub.name):

@@ -72,6 +72,12 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"rejected {photo}: {why}")
     for eid in report.empty:
         print(f"entry {eid}: no usable photo, left out of the bundle")
+    if report.empty and not args.allow_missing:
+        print(
+            f"not written: {len(report.empty)} of {len(requests)} entries would be left out ({', '.join(report.empty)}); "
+            "give them usable photos, or pass --allow-missing to build without them"
+        )
+        return 1
     space = str(analyser.embedder.embedding_space)
     manifest, chunks = build_unsigned(
         report.entries,
@@ -90,9 +96,26 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(
         f"bundle {args.out}: watchlist {args.name} v{args.version}, {manifest.entry_count} entries, "
         f"{manifest.embedding_count} embeddings from {n_photos} photos ({len(report.rejected)} rejected), "
-        f"{len(chunks)} chunks, {'signed' if args.key else 'UNSIGNED: sign it with `edge watchlist sign`'}"
+        f"{len(chunks)} chunks, {'signed' if args.key else 'UNSIGNED: sign it with `edge watchlist sign`'}; "
+        f"{expiry(manifest.expires_at)}"
     )
+    if report.empty:
+        print(f"left out (--allow-missing): {', '.join(report.empty)}")
     return 0 if report.entries else 1
+
+
+def expiry(expires_at: str) -> str:
+    """'expires <time> (in N days)', or 'EXPIRED <time>': devices stop matching a bundle's entries when it expires."""
+    from edge.watchlist.bundle import parse_time
+
+    try:
+        left = parse_time(expires_at, "expires_at") - now_utc()
+    except BundleError:
+        return f"expires {expires_at!r} (unreadable)"
+    if left.total_seconds() <= 0:
+        return f"EXPIRED {expires_at} (devices no longer match its entries; build and publish a new version)"
+    days = left.total_seconds() / 86400
+    return f"expires {expires_at} (in {days:.0f} days)" if days >= 1 else f"expires {expires_at} (in {days * 24:.0f} hours)"
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
@@ -128,7 +151,7 @@ def verify_folder(
         f"signature verifies (key {manifest.key_id})",
         f"{len(manifest.chunks)} chunks, hashes and sizes match, each under 1 MiB",
         f"{manifest.entry_count} entries, {manifest.embedding_count} embeddings, {manifest.dimension}-d {manifest.dtype}",
-        f"expires {manifest.expires_at}",
+        expiry(manifest.expires_at),
         f"embedding space matches local embedder {', '.join(embedder_names)}",
     ]
     if current_version is not None:
@@ -163,6 +186,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             for e in iter_entries(bundle):
                 print(f"{e.entry_id}\t{len(e.embeddings)} embeddings\t{e.label or ''}\t{e.expires_at or ''}")
         print(f"{m.entry_count} entries in {len(m.chunks)} chunks; {len(bundle.chunks)} chunk files present")
+        print(expiry(m.expires_at))
         return 0
     from edge.config import load_settings
     from edge.db import connect
@@ -177,6 +201,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"no watchlist {settings.watchlist.name!r} applied on this device yet")
         return 1
     print(json.dumps(info.__dict__, indent=2))
+    if args.entries:
+        for batch in store.iter_entries(settings.watchlist.name):
+            for eid, label, expires, _thr, vectors in batch:
+                print(f"{eid}\t{len(vectors)} embeddings\t{label or ''}\t{expires or ''}")
+    print(f"watchlist {info.name} v{info.version}: {info.entry_count} entries; {expiry(info.expires_at)}")
     return 0
 
 
@@ -210,7 +239,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
             expected_name=settings.watchlist.name,
         )
     if result.ok:
-        print(f"applied watchlist {result.name} v{result.version} ({result.entry_count} entries), was v{result.previous_version}")
+        was = f"was v{result.previous_version}" if result.previous_version is not None else "the first on this device"
+        print(f"applied watchlist {result.name} v{result.version} ({result.entry_count} entries), {was}")
         return 0
     print(f"REFUSED ({result.reason}): {result.message}")
     return 1
@@ -295,7 +325,7 @@ def add_parser(sub: Any) -> None:
     from edge.cli import _recognition_args
 
     p = wsub.add_parser("build", help="enrol photos through the device pipeline and write a bundle")
-    p.add_argument("--photos", type=Path, help="folder with one subfolder of photos per entry (folder name = entry_id)")
+    p.add_argument("--photos", type=Path, help="folder with one subfolder of photos per entry (subfolder name = entry_id)")
     p.add_argument("--csv", type=Path, help="CSV entry_id,path[,label,case_ref,expires_at,threshold] instead of --photos")
     p.add_argument("--name", required=True, help="watchlist name")
     p.add_argument("--version", type=int, required=True, help="version number; devices refuse anything not newer")
@@ -304,6 +334,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--expires-days", type=float, default=30.0, help="bundle lifetime in days (default 30)")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="embedding storage (default float16)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--allow-missing", action="store_true", help="build even when entries have no usable photo (they are listed and left out)"
+    )
     _recognition_args(p)
     p.set_defaults(func=cmd_build)
 
@@ -323,7 +356,7 @@ def add_parser(sub: Any) -> None:
     p = wsub.add_parser("show", help="print a bundle's manifest, or the watchlist a device holds")
     p.add_argument("bundle", type=Path, nargs="?")
     p.add_argument("--config", type=Path, help="device config: show its applied watchlist")
-    p.add_argument("--entries", action="store_true", help="also list entries")
+    p.add_argument("--entries", action="store_true", help="also list entries (id, embeddings, label, expiry)")
     p.set_defaults(func=cmd_show)
 
     p = wsub.add_parser("publish", help="publish a bundle to the broker (retained, QoS 1)")
