@@ -56,8 +56,12 @@ def _write_json(path: Path | None, data: dict[str, Any]) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from edge.measure.evaluate import evaluate
 
+    if args.details is not None and not args.details.parent.is_dir():
+        raise EdgeError(f"--details {args.details}: folder {args.details.parent} does not exist")
     analyser = _analyser(args, threshold=args.threshold)
-    report, _, _ = evaluate(analyser, args.manifest, nonfaces=args.nonfaces, enrol=args.enrol, quality_gate=args.quality_gate)
+    report, scores, results = evaluate(
+        analyser, args.manifest, nonfaces=args.nonfaces, enrol=args.enrol, quality_gate=args.quality_gate
+    )
     c = report["counts"]
     print(f"embedder {report['embedder']}, detector {report['detector']}, enrol {report['enrol']}")
     print(
@@ -74,6 +78,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ms = report["ms_per_image"]
     print(f"ms per image        detect {ms['detect']:.1f}, align+embed {ms['embed']:.1f}")
     _write_json(args.json, report)
+    if args.details is not None:
+        from edge.measure.details import probe_details, write_details
+
+        rows = probe_details(args.manifest, args.enrol, scores, results, analyser.threshold)
+        write_details(args.details, rows)
+        wrong = sum(1 for r in rows if r["outcome"] in ("miss", "false match"))
+        print(f"per-probe details   {args.details} ({len(rows)} probes, {wrong} missed or falsely matched, with reasons)")
     return 0
 
 
@@ -178,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality-gate", action="store_true", help="apply the quality gate (default: every detected face)")
     p.add_argument("--threshold", type=float, help="evaluate at this base threshold instead of the calibrated one")
     p.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
+    p.add_argument(
+        "--details",
+        type=Path,
+        help="write one row per probe (face found, score against its own identity, threshold, top-1, outcome, "
+        "reason for each miss) to this CSV file (JSON when it ends in .json)",
+    )
     _recognition_args(p)
     p.set_defaults(func=cmd_eval)
 

@@ -51,6 +51,7 @@ def cases(ws: Path) -> list[list[str]]:
         ["eval", "--manifest", str(ws)],
         ["eval", "--manifest", str(ws / "garbage.csv"), "--embedder", "nope"],
         ["eval", "--manifest", str(ws / "garbage.csv"), "--config", missing],
+        ["eval", "--manifest", str(ws / "garbage.csv"), "--details", str(ws / "missing" / "details.csv")],
         ["bench", "--embedder", "nope"],
         ["calibrate", "--manifest", missing],
         ["watchlist", "keygen", "--out", str(ws / "keys")],  # keys there already
