@@ -144,7 +144,7 @@ class Progress:
     def tick(self) -> None:
         """Called from the daemon's loop: a plain progress line now and then, and a line when a recording ends."""
         for r in self.runners:
-            if not r.live and r.camera not in self._ended and r.ended.is_set():
+            if not r.live and r.camera not in self._ended and r.ended.is_set() and not r.frames:
                 self._ended.add(r.camera)
                 if self._bar is None:
                     log.info("camera %s: recording ended after %d frames", r.camera, self.counts[r.camera].frames)
