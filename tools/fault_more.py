@@ -107,6 +107,8 @@ def frames(work: Path, iterations: int) -> dict[str, Any]:
     cv2.imwrite(str(folder / "a008_small.jpg"), cv2.resize(grey, (160, 120)))
     run = work / "frames-run"
     cfg = daemon_config(kit, run, b.port, [str(folder)])
+    # Consecutive frames of one clip, not separate photos: tracked like a video.
+    cfg.write_text(cfg.read_text().replace("fps_cap = 10\n", "fps_cap = 10\nstills = false\n"))
     try:
         proc = start_daemon(cfg, run / "daemon.log")
         code = proc.wait(timeout=180)
