@@ -96,9 +96,10 @@ class Progress:
         if not (self.interactive and self.totals):
             return
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bar
 
-        self._bar = Progress(
+        self._bar = Bar(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -106,6 +107,8 @@ class Progress:
             TimeElapsedColumn(),
             console=Console(stderr=True),
             transient=False,
+            # JSON hit lines piped to a file must reach the file, not the bar's terminal.
+            redirect_stdout=sys.stdout.isatty(),
         )
         # Log lines go above the bar: the log's handlers on stderr write to rich's redirected stderr while it runs.
         handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler) and h.stream is sys.stderr]
