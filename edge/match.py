@@ -203,18 +203,19 @@ class Matcher:
 
     @classmethod
     def from_store(cls, store: WatchlistStore, name: str) -> Matcher | None:
-        info = store.current(name)
-        if info is None:
-            return None
-        return cls.build(
-            store.iter_entries(name),
-            name=info.name,
-            version=info.version,
-            sha256=info.sha256,
-            dimension=info.dimension,
-            expires_at=info.expires_at,
-            total_embeddings=store.embedding_total(name),
-        )
+        with store.snapshot():  # the row and its entries from one committed state, whatever an applier does meanwhile
+            info = store.current(name)
+            if info is None:
+                return None
+            return cls.build(
+                store.iter_entries(name),
+                name=info.name,
+                version=info.version,
+                sha256=info.sha256,
+                dimension=info.dimension,
+                expires_at=info.expires_at,
+                total_embeddings=store.embedding_total(name),
+            )
 
     def expired(self, now: float | None = None) -> bool:
         return (now if now is not None else datetime.now(UTC).timestamp()) >= self._expiry_epoch
