@@ -78,6 +78,15 @@ def _epoch(value: str | None) -> float:
 
 
 @dataclass(frozen=True)
+class WatchlistRef:
+    """Which watchlist version scored a match: a hit carries this, not whatever version serves when it is sent."""
+
+    name: str
+    version: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class Match:
     """The best entry for one face (whatever its score: the caller applies the threshold)."""
 
@@ -86,6 +95,7 @@ class Match:
     score: float  # raw cosine similarity
     second_score: float | None  # best score of any other entry (None when there is none)
     entry_threshold: float | None
+    watchlist: WatchlistRef | None = None
 
     @property
     def margin(self) -> float | None:
@@ -121,6 +131,15 @@ class Matcher:
         self.rows = rows  # index row -> entry position
         self.index = index
         self.max_per_entry = int(np.bincount(rows).max()) if rows.size else 1
+        self.ref = WatchlistRef(name, version, sha256)
+        # Sorted 64-bit hashes of the entry ids (8 bytes an entry, not a set of 1M strings): ``contains``.
+        self._id_hashes = np.sort(np.fromiter((hash(entry_ids[i]) for i in range(len(entry_ids))), np.int64, len(entry_ids)))
+
+    def contains(self, entry_id: str) -> bool:
+        """Does this version list ``entry_id``? (64-bit hashes: a false yes has odds of about n / 2^64.)"""
+        h = hash(entry_id)
+        i = int(np.searchsorted(self._id_hashes, h))
+        return i < len(self._id_hashes) and int(self._id_hashes[i]) == h
 
     @property
     def entry_count(self) -> int:
@@ -129,7 +148,7 @@ class Matcher:
     @property
     def memory_bytes(self) -> int:
         """Bytes held by the matrix and the per-entry arrays (what grows with the watchlist)."""
-        arrays = self.thresholds.nbytes + self.entry_expiry.nbytes + self.rows.nbytes
+        arrays = self.thresholds.nbytes + self.entry_expiry.nbytes + self.rows.nbytes + self._id_hashes.nbytes
         return int(self.index.codes.size()) + arrays + self.entry_ids.nbytes + self.labels.nbytes
 
     @classmethod
@@ -265,6 +284,7 @@ class Matcher:
                         score=best_score,
                         second_score=second_score if second is not None else None,
                         entry_threshold=None if math.isnan(thr) else float(thr),
+                        watchlist=self.ref,
                     )
             pending = retry
             k = min(total, k * 4)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -133,6 +134,21 @@ class Tracker:
         for tr in touched:
             decisions.extend(self._decide(tr, final=False))
         return decisions
+
+    def drop_votes(self, stale: Callable[[Match], bool]) -> int:
+        """Forget votes a newer watchlist version no longer supports (an entry it removed); returns how many."""
+        dropped = 0
+        for tracks in self.tracks.values():
+            for tr in tracks:
+                for entry_id in list(tr.votes):
+                    obs = tr.votes[entry_id]
+                    kept = [o for o in obs if o.match is None or not stale(o.match)]
+                    dropped += len(obs) - len(kept)
+                    if kept:
+                        tr.votes[entry_id] = kept
+                    else:
+                        del tr.votes[entry_id]
+        return dropped
 
     def finish(self, camera: str | None = None) -> list[Decision]:
         """End every track (of one camera, or all): the end of a recording."""

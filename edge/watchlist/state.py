@@ -34,6 +34,14 @@ class StateFileError(BundleError):
     reason = "state_unreadable"
 
 
+class RevokeReplayError(BundleError):
+    reason = "replayed_revoke"
+
+
+class RevokeOlderError(BundleError):
+    reason = "older_revoke"
+
+
 @dataclass(frozen=True)
 class Revocation:
     sequence: int
@@ -144,13 +152,26 @@ class WatchlistState:
         seq = self._entry(name).get("revoke_sequence")
         return seq if isinstance(seq, int) else None
 
+    def revoke_sha256(self, name: str) -> str | None:
+        sha = self._entry(name).get("revoke_sha256")
+        return sha if isinstance(sha, str) else None
+
+    def check_revoke_sequence(self, name: str, sequence: int) -> None:
+        held = self.revoke_sequence(name)
+        if held is not None and sequence == held:
+            raise RevokeReplayError(f"revoke sequence {sequence} is the one already applied (replay)")
+        if held is not None and sequence < held:
+            raise RevokeOlderError(f"revoke sequence {sequence} is older than the applied {held}")
+
     def revocations(self, name: str) -> list[Revocation]:
         return [_revocation(r) for r in self._entry(name).get("revocations", [])]
 
-    def add_revocation(self, name: str, rev: Revocation) -> None:
+    def add_revocation(self, name: str, rev: Revocation, sha256: str) -> None:
+        """Call while holding the database's write lock, before committing the removal."""
         doc = self._load()
         e = dict(doc.get(name) or {})
         e["revoke_sequence"] = rev.sequence
+        e["revoke_sha256"] = sha256
         kept = [*e.get("revocations", []), {**rev.__dict__, "entry_ids": list(rev.entry_ids)}]
         e["revocations"] = kept[-MAX_REVOCATIONS:]
         doc[name] = e

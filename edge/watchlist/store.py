@@ -40,7 +40,7 @@ from edge.watchlist.bundle import (
     now_utc,
     verify_bundle,
 )
-from edge.watchlist.state import WatchlistState, state_path_for
+from edge.watchlist.state import Revocation, WatchlistState, state_path_for
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,9 @@ class ApplyResult:
     message: str
     entry_count: int = 0
     sha256: str | None = None
+    kind: str = "bundle"  # or "revoke"
+    revoke_sequence: int | None = None
+    removed: int = 0
 
 
 class NotStoredAsSentError(BundleError):
@@ -328,24 +331,32 @@ class WatchlistStore:
             if started < cutoff:
                 self._drop_key(key)
 
-    def revoke(self, name: str, entry_ids: list[str], *, reason: str = "revoked", detail: dict[str, Any] | None = None) -> int:
-        """Remove single entries at once (signed revocations are checked by the caller)."""
+    def revoke(
+        self,
+        name: str,
+        entry_ids: list[str] | tuple[str, ...],
+        *,
+        reason: str = "revoked",
+        revocation: Revocation | None = None,
+        revoke_sha256: str = "",
+    ) -> int:
+        """Remove single entries at once; a signed ``revocation`` is checked against the held sequence and kept."""
         c = self.conn
         with immediate(c):
+            if revocation is not None:  # under the write lock: two revokes cannot both pass the check
+                self.state.check_revoke_sequence(name, revocation.sequence)
             held = self.current(name)
             key = held.key if held else name
             removed = 0
             for eid in entry_ids:
                 removed += c.execute("DELETE FROM entries WHERE watchlist = ? AND entry_id = ?", (key, eid)).rowcount
-            audit.append(
-                c,
-                "watchlist.revoked",
-                reason,
-                watchlist=name,
-                version=held.version if held else None,
-                detail={"entry_ids": entry_ids, "removed": removed, **(detail or {})},
-            )
+            detail: dict[str, Any] = {"entry_ids": list(entry_ids), "removed": removed}
+            if revocation is not None:
+                detail.update(sequence=revocation.sequence, for_version=revocation.version, issued_at=revocation.issued_at)
+            audit.append(c, "watchlist.revoked", reason, watchlist=name, version=held.version if held else None, detail=detail)
             c.execute("UPDATE watchlists SET entry_count = entry_count - ? WHERE name = ?", (removed, name))
+            if revocation is not None:
+                self.state.add_revocation(name, revocation, revoke_sha256)
         return removed
 
     def damaged_entries(self, limit: int = 20) -> tuple[int, list[str]]:
