@@ -18,7 +18,7 @@ from edge.db import connect
 from edge.dbcheck import check_and_recover
 from edge.match import Matcher
 from edge.watchlist import bundle as wb
-from edge.watchlist.store import Prepared, WatchlistStore
+from edge.watchlist.store import STAGE_BATCH, Prepared, WatchlistStore
 from tools.synthetic import SPACE, random_entries, signed_bundle
 
 
@@ -146,7 +146,7 @@ def test_a_large_apply_holds_the_write_lock_only_in_short_transactions(tmp_path:
         elif s.startswith("INSERT INTO entries"):
             inserts_per_txn[-1] += 1
     assert sum(inserts_per_txn) == 9000
-    assert max(inserts_per_txn) <= 2000, "no transaction writes more than one batch of entries"
+    assert max(inserts_per_txn) <= STAGE_BATCH < 9000, "no transaction writes more than one batch of entries"
 
 
 def test_a_state_file_that_cannot_be_read_stops_applies_rather_than_forgetting_the_floor(

@@ -44,7 +44,7 @@ from edge.watchlist.state import Revocation, WatchlistState, state_path_for
 
 log = logging.getLogger(__name__)
 
-STAGE_BATCH = 2000  # entries per write transaction: the write lock is held for milliseconds, not for the whole bundle
+STAGE_BATCH = 500  # entries per write transaction: the write lock is held for milliseconds, not for the whole bundle
 STAGE_PREFIX = "~stage/"  # entries of a bundle being written live under "~stage/{name}/{unix time}/{random}"
 STAGE_END = "~stage0"  # the first string after every STAGE_PREFIX key ("0" follows "/")
 STALE_STAGE_S = 6 * 3600
