@@ -117,6 +117,7 @@ class Matcher:
         entry_expiry: np.ndarray,
         rows: np.ndarray,
         index: Any,
+        id_hashes: np.ndarray | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -133,7 +134,9 @@ class Matcher:
         self.max_per_entry = int(np.bincount(rows).max()) if rows.size else 1
         self.ref = WatchlistRef(name, version, sha256)
         # Sorted 64-bit hashes of the entry ids (8 bytes an entry, not a set of 1M strings): ``contains``.
-        self._id_hashes = np.sort(np.fromiter((hash(entry_ids[i]) for i in range(len(entry_ids))), np.int64, len(entry_ids)))
+        if id_hashes is None:
+            id_hashes = np.fromiter((hash(entry_ids[i]) for i in range(len(entry_ids))), np.int64, len(entry_ids))
+        self._id_hashes = np.sort(id_hashes)
 
     def contains(self, entry_id: str) -> bool:
         """Does this version list ``entry_id``? (64-bit hashes: a false yes has odds of about n / 2^64.)"""
@@ -177,6 +180,7 @@ class Matcher:
             codes = faiss.rev_swig_ptr(index.codes.data(), nbytes).view(np.float16).reshape(total_embeddings, dimension)
         filled = 0
         ids, labels = StringTable(), StringTable()
+        hashes = array("q")
         # Per-batch numpy arrays, not per-entry Python floats: a million of those would stay in the heap.
         thresholds: list[np.ndarray] = []
         expiry: list[np.ndarray] = []
@@ -185,6 +189,7 @@ class Matcher:
             vecs = []
             for eid, label, _, _, emb in batch:
                 ids.append(eid)
+                hashes.append(hash(eid))
                 labels.append(label)
                 vecs.append(emb)
             thresholds.append(np.array([math.nan if b[3] is None else float(b[3]) for b in batch], dtype=np.float64))
@@ -218,6 +223,7 @@ class Matcher:
             entry_expiry=np.concatenate(expiry) if expiry else np.zeros(0),
             rows=np.repeat(np.arange(n_entries, dtype=np.int32), all_counts),
             index=index,
+            id_hashes=np.frombuffer(hashes, dtype=np.int64) if hashes else np.zeros(0, dtype=np.int64),
         )
 
     @classmethod
