@@ -34,6 +34,10 @@ class StateFileError(BundleError):
     reason = "state_unreadable"
 
 
+class StateWriteError(BundleError):
+    reason = "state_unwritable"
+
+
 class RevokeReplayError(BundleError):
     reason = "replayed_revoke"
 
@@ -92,7 +96,13 @@ class WatchlistState:
         if self.path is None:
             self._memory = watchlists
             return
-        data = json.dumps({"schema": SCHEMA, "watchlists": watchlists}, sort_keys=True, indent=1).encode()
+        try:
+            self._write(json.dumps({"schema": SCHEMA, "watchlists": watchlists}, sort_keys=True, indent=1).encode())
+        except OSError as exc:  # a full disk: refused (and rolled back), never applied without its floor
+            raise StateWriteError(f"cannot write the watchlist state file {self.path} ({exc.strerror or exc})") from exc
+
+    def _write(self, data: bytes) -> None:
+        assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", dir=self.path.parent)
         try:

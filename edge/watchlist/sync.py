@@ -225,6 +225,7 @@ class WatchlistSync:
                 current_version=held.version if held else None,
                 expected_name=self.name,
             )
+            self.store.state.check_floor(self.name, manifest.version, manifest.sha256)  # survives a rebuilt database
         except BundleError as exc:
             self._refuse(manifest.version, held.version if held else None, exc, payload)
             return
