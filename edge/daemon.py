@@ -32,7 +32,7 @@ from edge.dbcheck import check_and_recover
 from edge.errors import ConfigError
 from edge.health import cpu_temperature_c, sd_notify, watchdog_interval_s
 from edge.match import Matcher, MatcherHolder
-from edge.outbox import Outbox, StorageFullError
+from edge.outbox import Outbox, StorageError, StorageFullError
 from edge.progress import Progress
 from edge.publish import BrokerOptions, ConsoleSink, Publisher, ack_topic, hits_topic
 from edge.track import Decision, Observation, Tracker
@@ -75,6 +75,7 @@ class Daemon:
         self.store = WatchlistStore(connect(settings.database))  # the main thread's own connection
         self.holder = MatcherHolder(Matcher.from_store(self.store, settings.watchlist.name))
         self.tracker = Tracker(settings.tracking)
+        self._voted_with = self.holder.matcher  # the matcher the tracker's votes came from
         self.wake = threading.Condition()
         self.runners = [SourceRunner(src, settings.daemon.queue_frames, self.wake) for src in settings.sources]
         self.fingerprints = {r.camera: r.fingerprint() for r in self.runners if not r.live}
@@ -87,7 +88,8 @@ class Daemon:
         self.hits = 0
         self.unstored: deque[tuple[str, str, bytes, dict[str, Any]]] = deque()
         self.unstored_lost = 0
-        self.storage_full_since: float | None = None
+        self.storage_full_since: float | None = None  # since when messages are held (disk full or another storage error)
+        self.storage_state = "ok"
         self._storage_lock = threading.Lock()
         self._next_storage_retry = 0.0
         keys = trusted_keys(settings.watchlist.public_keys) if settings.watchlist.public_keys else {}
@@ -142,7 +144,7 @@ class Daemon:
             if not self.unstored:
                 try:
                     return self.outbox.add(event_id, topic, payload, **kw)
-                except StorageFullError as exc:
+                except StorageError as exc:  # disk full, a locked database, an I/O error: held, not lost
                     self._storage_full(exc)
             if len(self.unstored) >= UNSTORED_MAX:
                 self.unstored.popleft()
@@ -150,7 +152,14 @@ class Daemon:
             self.unstored.append((event_id, topic, payload, kw))
             return True
 
-    def _storage_full(self, exc: StorageFullError) -> None:
+    def _storage_full(self, exc: StorageError) -> None:
+        self.storage_state = "full" if isinstance(exc, StorageFullError) else "error"
+        if not isinstance(exc, StorageFullError):
+            self.last_error = f"storage error: the outbox cannot be written ({exc.__cause__ or exc}); messages held in memory"
+            if self.storage_full_since is None:
+                self.storage_full_since = time.monotonic()
+                log.error("STORAGE ERROR: %s; new messages are held in memory (up to %d) and retried", exc, UNSTORED_MAX)
+            return
         if self.storage_full_since is None:
             self.storage_full_since = time.monotonic()
             log.error("DISK FULL: %s; new messages are held in memory (up to %d) until space frees up", exc, UNSTORED_MAX)
@@ -167,7 +176,7 @@ class Daemon:
                 event_id, topic, payload, kw = self.unstored[0]
                 try:
                     self.outbox.add(event_id, topic, payload, **kw)
-                except StorageFullError:
+                except StorageError:
                     return
                 self.unstored.popleft()
             assert self.storage_full_since is not None
@@ -178,7 +187,7 @@ class Daemon:
                 "storage.full", "recovered", {"seconds": round(held_s, 1), "lost_over_memory_bound": self.unstored_lost}
             )
             self.storage_full_since = None
-            if self.last_error and self.last_error.startswith("disk full"):
+            if self.last_error and self.last_error.startswith(("disk full", "storage error")):
                 self.last_error = None
         self.publisher.kick()
 
@@ -192,6 +201,7 @@ class Daemon:
     def _hit_payload(self, d: Decision, matcher: Matcher, event_id: str) -> dict[str, Any]:
         b = d.best
         assert b.match is not None
+        ref = b.match.watchlist or matcher.ref  # the version that scored it, not the one serving now
         q = b.quality
         payload: dict[str, Any] = {
             "schema": "edge.hit/1",
@@ -213,7 +223,7 @@ class Daemon:
                 "yaw": round(q.yaw, 1),
                 "detector_score": round(q.detector_score, 3),
             },
-            "watchlist": {"name": matcher.name, "version": matcher.version, "sha256": matcher.sha256},
+            "watchlist": {"name": ref.name, "version": ref.version, "sha256": ref.sha256},
             "models": dict(self.model_hashes),
             "review": "candidate",
         }
@@ -231,6 +241,11 @@ class Daemon:
         matcher = self.holder.matcher
         if matcher is None:
             return
+        if matcher is not self._voted_with:  # a new version: votes of a replaced one for entries it dropped go
+            self._voted_with = matcher
+            self.tracker.drop_votes(lambda m: m.watchlist is not None and m.watchlist.version != matcher.version
+                                    and not matcher.contains(m.entry_id))  # fmt: skip
+            decisions = [d for d in decisions if d.best.match is None or matcher.contains(d.entry_id)]
         for d in decisions:
             if d.cooldown:
                 self.report.cooldown(d.track.track_id, d.entry_id, self.s.tracking.realert_s)
@@ -244,8 +259,8 @@ class Daemon:
                 {
                     "kind": "hit",
                     "audit_detail": {"entry_id": d.entry_id, "camera": d.track.camera, "score": payload["score"]},
-                    "watchlist": matcher.name,
-                    "version": matcher.version,
+                    "watchlist": payload["watchlist"]["name"],
+                    "version": payload["watchlist"]["version"],
                 },
             )
             if stored:
@@ -343,7 +358,7 @@ class Daemon:
             "cpu_temp_c": cpu_temperature_c(),
             "cameras": [r.status() for r in self.runners],
             "storage": {
-                "state": "full" if full else "ok",
+                "state": self.storage_state if full else "ok",
                 "held_in_memory": len(self.unstored),
                 "lost_over_memory_bound": self.unstored_lost,
             },

@@ -84,7 +84,13 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.table("events").create({"event_id": str, "created": float}, pk="event_id", not_null={"created"})
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    # A bundle is written under its own key in short transactions and then switched to in one small one,
+    # so a 1M-entry apply never holds the write lock long enough to block hit storage (edge.watchlist.store).
+    db.execute("ALTER TABLE watchlists ADD COLUMN entries_key TEXT")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 
 
 @contextmanager

@@ -78,6 +78,15 @@ def _epoch(value: str | None) -> float:
 
 
 @dataclass(frozen=True)
+class WatchlistRef:
+    """Which watchlist version scored a match: a hit carries this, not whatever version serves when it is sent."""
+
+    name: str
+    version: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class Match:
     """The best entry for one face (whatever its score: the caller applies the threshold)."""
 
@@ -86,6 +95,7 @@ class Match:
     score: float  # raw cosine similarity
     second_score: float | None  # best score of any other entry (None when there is none)
     entry_threshold: float | None
+    watchlist: WatchlistRef | None = None
 
     @property
     def margin(self) -> float | None:
@@ -107,6 +117,7 @@ class Matcher:
         entry_expiry: np.ndarray,
         rows: np.ndarray,
         index: Any,
+        id_hashes: np.ndarray | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -121,6 +132,17 @@ class Matcher:
         self.rows = rows  # index row -> entry position
         self.index = index
         self.max_per_entry = int(np.bincount(rows).max()) if rows.size else 1
+        self.ref = WatchlistRef(name, version, sha256)
+        # Sorted 64-bit hashes of the entry ids (8 bytes an entry, not a set of 1M strings): ``contains``.
+        if id_hashes is None:
+            id_hashes = np.fromiter((hash(entry_ids[i]) for i in range(len(entry_ids))), np.int64, len(entry_ids))
+        self._id_hashes = np.sort(id_hashes)
+
+    def contains(self, entry_id: str) -> bool:
+        """Does this version list ``entry_id``? (64-bit hashes: a false yes has odds of about n / 2^64.)"""
+        h = hash(entry_id)
+        i = int(np.searchsorted(self._id_hashes, h))
+        return i < len(self._id_hashes) and int(self._id_hashes[i]) == h
 
     @property
     def entry_count(self) -> int:
@@ -129,7 +151,7 @@ class Matcher:
     @property
     def memory_bytes(self) -> int:
         """Bytes held by the matrix and the per-entry arrays (what grows with the watchlist)."""
-        arrays = self.thresholds.nbytes + self.entry_expiry.nbytes + self.rows.nbytes
+        arrays = self.thresholds.nbytes + self.entry_expiry.nbytes + self.rows.nbytes + self._id_hashes.nbytes
         return int(self.index.codes.size()) + arrays + self.entry_ids.nbytes + self.labels.nbytes
 
     @classmethod
@@ -158,6 +180,7 @@ class Matcher:
             codes = faiss.rev_swig_ptr(index.codes.data(), nbytes).view(np.float16).reshape(total_embeddings, dimension)
         filled = 0
         ids, labels = StringTable(), StringTable()
+        hashes = array("q")
         # Per-batch numpy arrays, not per-entry Python floats: a million of those would stay in the heap.
         thresholds: list[np.ndarray] = []
         expiry: list[np.ndarray] = []
@@ -166,6 +189,7 @@ class Matcher:
             vecs = []
             for eid, label, _, _, emb in batch:
                 ids.append(eid)
+                hashes.append(hash(eid))
                 labels.append(label)
                 vecs.append(emb)
             thresholds.append(np.array([math.nan if b[3] is None else float(b[3]) for b in batch], dtype=np.float64))
@@ -199,22 +223,24 @@ class Matcher:
             entry_expiry=np.concatenate(expiry) if expiry else np.zeros(0),
             rows=np.repeat(np.arange(n_entries, dtype=np.int32), all_counts),
             index=index,
+            id_hashes=np.frombuffer(hashes, dtype=np.int64) if hashes else np.zeros(0, dtype=np.int64),
         )
 
     @classmethod
     def from_store(cls, store: WatchlistStore, name: str) -> Matcher | None:
-        info = store.current(name)
-        if info is None:
-            return None
-        return cls.build(
-            store.iter_entries(name),
-            name=info.name,
-            version=info.version,
-            sha256=info.sha256,
-            dimension=info.dimension,
-            expires_at=info.expires_at,
-            total_embeddings=store.embedding_total(name),
-        )
+        with store.snapshot():  # the row and its entries from one committed state, whatever an applier does meanwhile
+            info = store.current(name)
+            if info is None:
+                return None
+            return cls.build(
+                store.iter_entries(name),
+                name=info.name,
+                version=info.version,
+                sha256=info.sha256,
+                dimension=info.dimension,
+                expires_at=info.expires_at,
+                total_embeddings=store.embedding_total(name),
+            )
 
     def expired(self, now: float | None = None) -> bool:
         return (now if now is not None else datetime.now(UTC).timestamp()) >= self._expiry_epoch
@@ -264,6 +290,7 @@ class Matcher:
                         score=best_score,
                         second_score=second_score if second is not None else None,
                         entry_threshold=None if math.isnan(thr) else float(thr),
+                        watchlist=self.ref,
                     )
             pending = retry
             k = min(total, k * 4)

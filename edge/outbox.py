@@ -14,8 +14,9 @@ daemon runs, shifts the stored times by the same amount (audited as ``clock.jump
 age is the time that really passed. A jump while the daemon was stopped cannot be seen; the
 row bound still holds and anything dropped is audited.
 
-A full disk (SQLITE_FULL) on ``add`` raises :class:`StorageFullError` and leaves every row
-already committed in place; the caller keeps the message and retries.
+A full disk (SQLITE_FULL) on ``add`` raises :class:`StorageFullError`, any other SQLite error
+(``database is locked`` after the busy timeout, an I/O error) :class:`StorageError`; either way
+every row already committed stays in place, and the caller keeps the message and retries.
 """
 
 from __future__ import annotations
@@ -34,8 +35,14 @@ from edge.errors import EdgeError
 
 log = logging.getLogger(__name__)
 
+BUSY_TIMEOUT_MS = 2000
 
-class StorageFullError(EdgeError):
+
+class StorageError(EdgeError):
+    """The message could not be committed (a locked database, an I/O error): nothing of it was stored."""
+
+
+class StorageFullError(StorageError):
     """The database could not grow (disk or quota full, SQLITE_FULL): the message was not stored."""
 
 
@@ -63,6 +70,9 @@ class OutboxStats:
 class Outbox:
     def __init__(self, path: Path | str, *, max_rows: int, max_age_s: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self.conn: sqlite3.Connection = connect(path)
+        # Short: while another writer holds the database, a message is held in memory and retried rather than
+        # stalling the pipeline for connect()'s 30 s (edge.daemon).
+        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.max_rows = max_rows
         self.max_age_s = max_age_s
         self.clock = clock
@@ -84,16 +94,17 @@ class Outbox:
     ) -> bool:
         """Commit a message (and its audit record) durably; False when this event_id is already stored or sent.
 
-        Raises StorageFullError when the disk is full; nothing of this message is stored then.
+        Raises StorageFullError when the disk is full, StorageError on any other database error;
+        nothing of this message is stored then.
         """
         with self._lock:
             c = self.conn
             try:
                 return self._add(c, event_id, topic, payload, kind, audit_detail, watchlist, version)
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 if is_disk_full(exc):
                     raise StorageFullError(f"outbox: cannot store {kind} {event_id}: {exc}") from exc
-                raise
+                raise StorageError(f"outbox: cannot store {kind} {event_id}: {exc}") from exc
 
     def _add(
         self,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -157,6 +158,20 @@ class Tracker:
             if not tr.votes:
                 log.debug("track %s (photo): no hit: %s", tr.track_id, _miss_reason(tr))
         return decisions
+    def drop_votes(self, stale: Callable[[Match], bool]) -> int:
+        """Forget votes a newer watchlist version no longer supports (an entry it removed); returns how many."""
+        dropped = 0
+        for tracks in self.tracks.values():
+            for tr in tracks:
+                for entry_id in list(tr.votes):
+                    obs = tr.votes[entry_id]
+                    kept = [o for o in obs if o.match is None or not stale(o.match)]
+                    dropped += len(obs) - len(kept)
+                    if kept:
+                        tr.votes[entry_id] = kept
+                    else:
+                        del tr.votes[entry_id]
+        return dropped
 
     def finish(self, camera: str | None = None) -> list[Decision]:
         """End every track (of one camera, or all): the end of a recording."""

@@ -211,7 +211,8 @@ def test_the_fuzz_script_runs_every_target_and_reports_no_crash(tmp_path: Path) 
     result = json.loads(out.read_text())
     assert {"inputs_total", "per_target", "crashes", "hangs", "seconds"} <= set(result)
     assert result["inputs_total"] == 1200 and result["crashes"] == 0 and result["hangs"] == 0
-    expected = {"watchlist-manifest", "watchlist-chunk", "bundle-folder", "alerts-ingest", "config-toml", "model-manifest"}
+    expected = {"watchlist-manifest", "watchlist-chunk", "bundle-folder", "alerts-ingest", "config-toml", "model-manifest",
+                "watchlist-sync"}  # fmt: skip
     assert set(result["per_target"]) == expected
     for name, t in result["per_target"].items():
         assert {"inputs", "accepted", "rejected", "crashes", "slowest_ms"} <= set(t), name

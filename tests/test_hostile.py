@@ -167,7 +167,7 @@ def device_db(tmp_path: Path) -> Path:
 def test_a_healthy_database_passes_and_is_left_alone(device_db: Path) -> None:
     report = check_and_recover(device_db)
     assert report.ok and report.moved_aside_to is None
-    assert len(list(device_db.parent.iterdir())) == 1
+    assert sorted(p.name for p in device_db.parent.iterdir()) == ["edge.db", "edge.db.watchlist-state.json"]
 
 
 def test_bit_rot_inside_a_stored_embedding_is_caught_by_the_content_hashes(device_db: Path) -> None:

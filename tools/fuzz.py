@@ -6,7 +6,8 @@ python tools/fuzz.py --quick                      # 20,000 inputs, for release c
 
 Targets: the watchlist manifest parser, the chunk parser, verification of a bundle folder on disk,
 ``edge alerts`` ingest of MQTT payloads (topic + bytes), the TOML configuration loader (file and
-``EDGE_*`` variables) and the model manifest parser. Inputs start from real seeds (a signed
+``EDGE_*`` variables), the model manifest parser, and the device's watchlist-sync MQTT handler
+(manifest, chunk and revoke topics, on a real SQLite file: refusals are audited and acked). Inputs start from real seeds (a signed
 bundle, hit/status/ack payloads that the store accepts, a full config, models/manifest.json) and
 are mutated structurally (JSON values, types, lengths, re-signed and re-hashed so they get past
 the signature and hash checks) and byte-wise, with some purely random bytes.
@@ -63,6 +64,7 @@ WEIGHTS = {
     "alerts-ingest": 0.20,
     "config-toml": 0.08,
     "model-manifest": 0.18,
+    "watchlist-sync": 0.10,
 }
 MAX_CRASH_RECORDS = 20  # per distinct (target, exception, place); all are counted
 HEX_LIMIT = 16384  # bytes of an input kept in the report (the crash folder keeps the whole input)
@@ -741,8 +743,114 @@ class ModelManifestTarget(Target):
         return True
 
 
+class SyncTarget(Target):
+    """The device's watchlist-sync handler: every message on the manifest, chunk and revoke topics, processed as the
+    sync thread would, against a real SQLite file. It must never raise (a raise would leave a message unacked):
+    'accepted' = a bundle or revocation applied. Manifests and revocations are often re-signed with the trusted key."""
+
+    name = "watchlist-sync"
+    expected = ()
+    RESET_EVERY = 20_000  # a fresh database now and then, so the audit log of millions of refusals stays small
+
+    def __init__(self, rng: random.Random, work: Path, kit: BundleKit) -> None:
+        super().__init__(rng, work, kit)
+        from edge.watchlist.revoke import sign_revoke
+
+        self.envelope = {"schema": "edge.watchlist-bundle/1", "manifest": kit.manifest_bytes.decode(),
+                         "signature": wb.b64(kit.signature)}  # fmt: skip
+        data, _ = sign_revoke(kit.key, name="city", sequence=3, version=5, entry_ids=["case-0001", "case-0002"])
+        self.revoke_doc = json.loads(data)
+        self.m = Mutator(rng, _keys_of(kit.manifest_doc, self.envelope, self.revoke_doc))
+        self.acks: list[dict[str, Any]] = []
+        self.runs = 0
+        self.sync: Any = None
+        self._reset()
+
+    def _reset(self) -> None:
+        from edge.watchlist.sync import WatchlistSync
+
+        if self.sync is not None:
+            self.sync.store.conn.close()
+        for p in self.work.glob("edge.db*"):
+            p.unlink()
+        self.sync = WatchlistSync(self.work / "edge.db", name="city", keys=self.kit.keys, embedding_space=self.kit.space,
+                                  timeout_s=300, on_applied=lambda m: None, send_ack=self.acks.append)  # fmt: skip
+        self.sync.store.conn.execute("PRAGMA synchronous = OFF")  # the harness's speed; the handler is what is fuzzed
+
+    def _signed(self, doc: Any, key_field: str) -> tuple[bytes, bytes]:
+        data = self.m.dump_json(doc)
+        r = self.rng.random()
+        key = self.kit.key if r < 0.75 else self.kit.other_key
+        if isinstance(doc, dict) and r < 0.9 and self.rng.random() < 0.8:
+            doc = dict(doc, **{key_field: wb.key_id(key.public_key())})
+            data = self.m.dump_json(doc)
+        return data, key.sign(data)
+
+    def generate(self) -> tuple[str, bytes]:
+        rng, kit = self.rng, self.kit
+        r = rng.random()
+        if r < 0.4:
+            topic = "edge/v1/watchlists/city/manifest"
+            s = rng.random()
+            if s < 0.5:
+                doc = self.m.mutate_json(kit.manifest_doc) if rng.random() < 0.8 else kit.manifest_doc
+                if isinstance(doc, dict) and rng.random() < 0.5:
+                    doc["version"] = rng.choice([1, 4, 5, 6, 7, 2**63 - 1, 2**63, -1, 0])
+                data, sig = self._signed(doc, "key_id")
+                env = dict(self.envelope, manifest=data.decode("utf-8", "surrogatepass"), signature=wb.b64(sig))
+                payload = self.m.dump_json(env)
+            elif s < 0.75:
+                payload = self.m.dump_json(self.m.mutate_json(self.envelope))
+            elif s < 0.97:
+                payload = self.m.mutate_bytes(json.dumps(self.envelope).encode())
+            else:
+                payload = rng.choice([b'{"manifest":' + b"[" * 50_000, self.m.random_bytes()])
+        elif r < 0.7:
+            from edge.watchlist.revoke import MESSAGE_SCHEMA
+
+            topic = "edge/v1/watchlists/city/revoke"
+            doc = self.m.mutate_json(self.revoke_doc) if rng.random() < 0.85 else dict(self.revoke_doc)
+            if isinstance(doc, dict) and rng.random() < 0.6:
+                doc["sequence"] = rng.choice([self.runs + 1, self.runs + 1, 1, 3, 2**63, 0, -5])
+            data, sig = self._signed(doc, "key_id")
+            env = {"schema": MESSAGE_SCHEMA, "revoke": data.decode("utf-8", "surrogatepass"), "signature": wb.b64(sig)}
+            t = rng.random()
+            payload = self.m.dump_json(env) if t < 0.7 else self.m.dump_json(self.m.mutate_json(env)) if t < 0.85 else (
+                self.m.mutate_bytes(self.m.dump_json(env)))  # fmt: skip
+        elif r < 0.97:
+            i = rng.randrange(len(kit.chunks))
+            version = rng.choice([5, 5, 5, 6, 4, 0, 2**63])
+            number = i if rng.random() < 0.9 else rng.choice([i + 1, 99, 10**20])
+            topic = f"edge/v1/watchlists/city/v{version}/chunks/{number}"
+            payload = kit.chunks[i] if rng.random() < 0.6 else self.m.mutate_bytes(kit.chunks[i], kit.chunks)
+        else:
+            topic = "edge/v1/watchlists/city/" + rng.choice(["v/chunks/1", "v1x/chunks/0", "v١/chunks/0", "v1/chunks/-1",
+                                                             "v1/chunks", "", "x", "v+1/chunks/0", "v 1/chunks/0"])  # fmt: skip
+            payload = self.m.random_bytes()
+        return topic, payload
+
+    def run(self, case: tuple[str, bytes]) -> bool:
+        self.runs += 1
+        if self.runs % self.RESET_EVERY == 0:
+            self._reset()
+        before = len(self.acks)
+        self.sync._process(*case)  # not process_safely: anything it raises is a crash here
+        new = self.acks[before:]
+        self.acks.clear()
+        for ack in new:
+            if ack["outcome"] == "refused":
+                self.reasons[ack["reason"]] = self.reasons.get(ack["reason"], 0) + 1
+        return any(a["outcome"] == "applied" for a in new)
+
+    def describe(self, case: tuple[str, bytes]) -> bytes:
+        return case[0].encode() + b" " + case[1]
+
+    def close(self) -> None:
+        self.sync.store.conn.close()
+
+
 TARGETS: dict[str, type[Target]] = {
-    t.name: t for t in (ManifestTarget, ChunkTarget, FolderTarget, AlertsTarget, ConfigTarget, ModelManifestTarget)
+    t.name: t for t in (ManifestTarget, ChunkTarget, FolderTarget, AlertsTarget, ConfigTarget, ModelManifestTarget, SyncTarget)
 }
 
 

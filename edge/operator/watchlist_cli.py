@@ -374,3 +374,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("bundle", type=Path)
     p.add_argument("--config", type=Path, required=True, help="device config (TOML)")
     p.set_defaults(func=cmd_apply)
+
+    from edge.operator.revoke_cli import add_parsers as add_revoke_parsers
+
+    add_revoke_parsers(wsub)

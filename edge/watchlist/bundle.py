@@ -38,6 +38,9 @@ MANIFEST_SCHEMA = "edge.watchlist-manifest/1"
 MAGIC = b"EWLC1\n"
 MAX_CHUNK_BYTES = 1024 * 1024
 DTYPES: dict[str, np.dtype[Any]] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+MAX_INT = 2**63 - 1  # SQLite's INTEGER range: a larger signed number must be refused, not overflow the store
+KEY_ID_RE = re.compile(r"[0-9a-f]{0,64}")
+MAX_SPACE_LEN = 256
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 ENTRY_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
@@ -50,6 +53,10 @@ class BundleError(EdgeError):
 
 class ManifestFormatError(BundleError):
     reason = "manifest_malformed"
+
+
+class VersionRangeError(ManifestFormatError):
+    reason = "version_out_of_range"
 
 
 class SignatureError(BundleError):
@@ -276,9 +283,9 @@ def parse_time(value: str, what: str) -> datetime:
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (ValueError, AttributeError) as exc:
-        raise ManifestFormatError(f"{what}: not an RFC 3339 time: {value!r}") from exc
+        raise ManifestFormatError(f"{what}: not an RFC 3339 time: {str(value)[:64]!r}") from exc
     if t.tzinfo is None:
-        raise ManifestFormatError(f"{what}: time without a zone: {value!r}")
+        raise ManifestFormatError(f"{what}: time without a zone: {value[:64]!r}")
     return t
 
 
@@ -346,13 +353,13 @@ def parse_manifest(data: bytes) -> Manifest:
     if not isinstance(doc, dict):
         raise ManifestFormatError("manifest must be a JSON object")
     if doc.get("schema") != MANIFEST_SCHEMA:
-        raise ManifestFormatError(f"manifest schema {doc.get('schema')!r}, expected {MANIFEST_SCHEMA!r}")
+        raise ManifestFormatError(f"manifest schema {str(doc.get('schema'))[:64]!r}, expected {MANIFEST_SCHEMA!r}")
     name = _req(doc, "name", str)
     if not NAME_RE.match(name):
-        raise ManifestFormatError(f"manifest name {name!r} is not allowed")
+        raise ManifestFormatError(f"manifest name {name[:70]!r} is not allowed")
     version = _req(doc, "version", int)
-    if version < 1:
-        raise ManifestFormatError("manifest version must be at least 1")
+    if not 1 <= version <= MAX_INT:
+        raise VersionRangeError(f"manifest version must be between 1 and 2^63-1, not {str(version)[:24]}")
     dtype = _req(doc, "dtype", str)
     if dtype not in DTYPES:
         raise ManifestFormatError(f"manifest dtype {dtype!r} is not one of {sorted(DTYPES)}")
@@ -372,8 +379,10 @@ def parse_manifest(data: bytes) -> Manifest:
             size=_req(c, "size", int),
             entries=_req(c, "entries", int),
         )
+        if not (0 <= ref.size <= MAX_INT and 0 <= ref.entries <= MAX_INT):
+            raise ManifestFormatError(f"manifest chunk {i} has a size or entry count out of range")
         if ref.file != chunk_name(i):
-            raise ManifestFormatError(f"manifest chunk {i} is named {ref.file!r}, expected {chunk_name(i)!r}")
+            raise ManifestFormatError(f"manifest chunk {i} is named {ref.file[:40]!r}, expected {chunk_name(i)!r}")
         chunks.append(ref)
     known = {"schema", "name", "version", "issued_at", "expires_at", "embedding_space", "dimension", "dtype"}
     known |= {"entry_count", "embedding_count", "key_id", "chunks"}
@@ -391,6 +400,12 @@ def parse_manifest(data: bytes) -> Manifest:
         chunks=tuple(chunks),
         extra={k: v for k, v in doc.items() if k not in known},
     )
+    if not (0 <= m.entry_count <= MAX_INT and 0 <= m.embedding_count <= MAX_INT):
+        raise ManifestFormatError("manifest entry_count or embedding_count out of range")
+    if not KEY_ID_RE.fullmatch(m.key_id):
+        raise ManifestFormatError(f"manifest key_id {m.key_id[:20]!r}… is not a key id (up to 64 hex digits)")
+    if len(m.embedding_space) > MAX_SPACE_LEN:
+        raise ManifestFormatError(f"manifest embedding_space is longer than {MAX_SPACE_LEN} characters")
     if sum(c.entries for c in m.chunks) != m.entry_count:
         raise ManifestFormatError("manifest entry_count differs from the sum over its chunks")
     return m
@@ -423,6 +438,16 @@ def verify_signature(manifest_bytes: bytes, signature: bytes, keys: dict[str, Ed
     return manifest
 
 
+def check_version(version: int, current_version: int | None) -> None:
+    """No replay of the held version, no rollback to an older one."""
+    if current_version is None:
+        return
+    if version == current_version:
+        raise ReplayError(f"version {version} is the one already applied (replay)")
+    if version < current_version:
+        raise RollbackError(f"version {version} is older than the applied {current_version} (rollback)")
+
+
 def check_manifest(
     manifest: Manifest,
     *,
@@ -434,11 +459,7 @@ def check_manifest(
     """The checks that need no chunk: watchlist name, version (no replay or rollback), expiry, embedder."""
     if expected_name is not None and manifest.name != expected_name:
         raise WrongWatchlistError(f"bundle is for watchlist {manifest.name!r}, this device holds {expected_name!r}")
-    if current_version is not None:
-        if manifest.version == current_version:
-            raise ReplayError(f"version {manifest.version} is the one already applied (replay)")
-        if manifest.version < current_version:
-            raise RollbackError(f"version {manifest.version} is older than the applied {current_version} (rollback)")
+    check_version(manifest.version, current_version)
     if parse_time(manifest.expires_at, "expires_at") <= (now or now_utc()):
         raise BundleExpiredError(f"bundle expired at {manifest.expires_at}")
     if embedding_space is not None and manifest.embedding_space != embedding_space:

@@ -1,20 +1,28 @@
 """The device's watchlist store: bundles applied atomically into SQLite, every outcome audited.
 
 A bundle is verified in full (signature, version, expiry, embedding space, every chunk)
-before anything is written; then the old entries are replaced by the new ones, the
-watchlist row updated and the audit record appended in one transaction, so readers see
-either the old watchlist or the new one and a crash leaves the old one serving.
+before anything is written. Its entries are then written under a key of their own in short
+transactions (so a 1M-entry apply never holds the write lock long enough to block the
+outbox), each batch read back and checked to hash as sent; then one small transaction
+re-checks the held version and the version floor (edge.watchlist.state), points the
+watchlist row at the new key and appends the audit record. Readers see either the old
+watchlist or the new one, and a crash leaves the old one serving.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import sqlite3
+import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -27,12 +35,24 @@ from edge.watchlist.bundle import (
     BundleError,
     Entry,
     Manifest,
+    check_version,
     format_time,
     now_utc,
     verify_bundle,
 )
+from edge.watchlist.state import Revocation, WatchlistState, state_path_for
 
 log = logging.getLogger(__name__)
+
+STAGE_BATCH = 500  # entries per write transaction: the write lock is held for milliseconds, not for the whole bundle
+STAGE_PREFIX = "~stage/"  # entries of a bundle being written live under "~stage/{name}/{unix time}/{random}"
+STAGE_END = "~stage0"  # the first string after every STAGE_PREFIX key ("0" follows "/")
+STALE_STAGE_S = 6 * 3600
+MESSAGE_MAX = 400
+
+
+def clip(text: str, limit: int = MESSAGE_MAX) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -49,6 +69,11 @@ class WatchlistInfo:
     embedding_count: int
     key_id: str
     applied_at: str
+    entries_key: str | None = None  # where its entries are stored (None: under the name, schema 2)
+
+    @property
+    def key(self) -> str:
+        return self.entries_key or self.name
 
 
 @dataclass(frozen=True)
@@ -61,21 +86,49 @@ class ApplyResult:
     message: str
     entry_count: int = 0
     sha256: str | None = None
+    kind: str = "bundle"  # or "revoke"
+    revoke_sequence: int | None = None
+    removed: int = 0
+
+
+class NotStoredAsSentError(BundleError):
+    reason = "not_stored_as_sent"
 
 
 def entry_hash(e: Entry, blob: bytes) -> str:
-    meta = json.dumps(e.meta(), sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(meta + b"\0" + blob).hexdigest()
+    """The content hash of an entry, over values as SQLite gives them back.
+
+    Canonical before hashing: SQLite stores ``-0.0`` as ``0.0`` (a chunk's ``-0``), so a threshold
+    of negative zero must hash as zero or the stored entry would never verify again.
+    """
+    meta = e.meta()
+    if "threshold" in meta:
+        meta["threshold"] = float(meta["threshold"]) + 0.0  # -0.0 + 0.0 is +0.0; an int becomes the float stored
+    text = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(text + b"\0" + blob).hexdigest()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A bundle that passed every check and waits to be written."""
+
+    manifest: Manifest
+    entries: list[Entry]
+    previous: int | None
+
+
+ENTRY_COLUMNS = "entry_id, label, case_ref, expires_at, threshold, n, embeddings, sha256"
 
 
 class WatchlistStore:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self.state = WatchlistState(state_path_for(conn))
 
     def current(self, name: str) -> WatchlistInfo | None:
         row = self.conn.execute(
             "SELECT name, version, sha256, issued_at, expires_at, embedding_space, dimension, dtype, entry_count, "
-            "embedding_count, key_id, applied_at FROM watchlists WHERE name = ?",
+            "embedding_count, key_id, applied_at, entries_key FROM watchlists WHERE name = ?",
             (name,),
         ).fetchone()
         return WatchlistInfo(*row) if row else None
@@ -83,18 +136,32 @@ class WatchlistStore:
     def names(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT name FROM watchlists ORDER BY name")]
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction: several reads see the same committed watchlist."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
+
     def refuse(self, name: str, version: int | None, previous: int | None, err: BundleError) -> ApplyResult:
         """Record a refused bundle in the audit log (its own transaction) and say why."""
+        message = clip(str(err))  # the text can quote attacker-chosen values: bounded before it is stored or sent
         audit.append(
             self.conn,
             "watchlist.refused",
             err.reason,
             watchlist=name,
             version=previous,
-            detail={"offered_version": version, "from_version": previous, "message": str(err)},
+            detail={"offered_version": version, "from_version": previous, "message": message},
         )
-        log.warning("watchlist %s: bundle version %s refused: %s", name, version, err)
-        return ApplyResult(False, name, version, previous, err.reason, str(err))
+        log.warning("watchlist %s: bundle version %s refused: %s", name, version, message)
+        return ApplyResult(False, name, version, previous, err.reason, message)
 
     def apply(
         self,
@@ -106,6 +173,19 @@ class WatchlistStore:
         now: datetime | None = None,
     ) -> ApplyResult:
         """Verify and apply ``bundle``; never raises for a bad bundle, returns (and audits) the refusal."""
+        prepared = self.prepare(bundle, keys, embedding_space=embedding_space, expected_name=expected_name, now=now)
+        return prepared if isinstance(prepared, ApplyResult) else self.commit(prepared)
+
+    def prepare(
+        self,
+        bundle: Bundle,
+        keys: dict[str, Ed25519PublicKey],
+        *,
+        embedding_space: str | None,
+        expected_name: str | None = None,
+        now: datetime | None = None,
+    ) -> Prepared | ApplyResult:
+        """Every check that needs no write: the bundle ready to commit, or the (audited) refusal."""
         try:
             offered = bundle.manifest()
             name, version = expected_name or offered.name, offered.version
@@ -124,82 +204,159 @@ class WatchlistStore:
                 expected_name=expected_name,
                 now=now,
             )
+            self.state.check_floor(name, manifest.version, manifest.sha256)
         except BundleError as exc:
             return self.refuse(name, version, previous, exc)
-        self._replace(manifest, entries, previous)
-        log.info("watchlist %s: applied version %d (%d entries), was %s", name, version, len(entries), previous)
-        return ApplyResult(True, name, version, previous, "applied", "applied", len(entries), manifest.sha256)
+        return Prepared(manifest, entries, previous)
 
-    def _replace(self, manifest: Manifest, entries: list[Entry], previous: int | None) -> None:
+    def commit(self, prepared: Prepared) -> ApplyResult:
+        """Write a prepared bundle under a key of its own in short transactions, then switch to it in one.
+
+        The switch re-checks the held version and the floor under the write lock, so a concurrent
+        applier of a newer version cannot be rolled back. Entries a revocation still withholds stay out.
+        """
+        m = prepared.manifest
+        try:
+            withheld = self.state.withheld(m.name, m.version, m.issued_at)
+        except BundleError as exc:
+            return self.refuse(m.name, m.version, prepared.previous, exc)
+        kept = [e for e in prepared.entries if e.entry_id not in withheld]
+        self._drop_stale_stages()
+        stage = f"{STAGE_PREFIX}{m.name}/{int(time.time())}/{uuid.uuid4().hex}"
+        try:
+            self._stage(stage, m, kept)
+            previous, old_key = self._switch(stage, m, kept, len(prepared.entries) - len(kept))
+        except BundleError as exc:
+            self._drop_key(stage)
+            return self.refuse(m.name, m.version, prepared.previous, exc)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._drop_key(stage)
+            raise
+        self._drop_key(old_key)
+        log.info("watchlist %s: applied version %d (%d entries, %d withheld by revocations), was %s",
+                 m.name, m.version, len(kept), len(prepared.entries) - len(kept), previous)  # fmt: skip
+        return ApplyResult(True, m.name, m.version, previous, "applied", "applied", len(kept), m.sha256)
+
+    def _stage(self, stage: str, manifest: Manifest, entries: list[Entry]) -> None:
+        """Insert the entries batch by batch; after each insert read them back and check they hash as sent."""
         dt = DTYPES[manifest.dtype]
-        rows = []
-        for e in entries:
-            blob = e.embeddings.astype(dt).tobytes()
-            rows.append(
-                (
-                    manifest.name,
-                    e.entry_id,
-                    e.label,
-                    e.case_ref,
-                    e.expires_at,
-                    e.threshold,
-                    len(e.embeddings),
-                    blob,
-                    entry_hash(e, blob),
-                )
-            )
+        c = self.conn
+        for start in range(0, len(entries), STAGE_BATCH):
+            sent: dict[str, str] = {}
+            rows = []
+            for e in entries[start : start + STAGE_BATCH]:
+                blob = e.embeddings.astype(dt).tobytes()
+                digest = entry_hash(e, blob)
+                sent[e.entry_id] = digest
+                rows.append((stage, e.entry_id, e.label, e.case_ref, e.expires_at, e.threshold, len(e.embeddings), blob, digest))
+            with immediate(c):
+                before = c.execute("SELECT COALESCE(MAX(id), 0) FROM entries").fetchone()[0]
+                c.executemany(f"INSERT INTO entries (watchlist, {ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                stored = {}
+                for wl, eid, label, case_ref, expires, thr, n, blob, digest in c.execute(
+                    f"SELECT watchlist, {ENTRY_COLUMNS} FROM entries WHERE id > ? ORDER BY id", (before,)
+                ):
+                    again = entry_hash(Entry(eid, np.zeros((n, 0)), label, case_ref, expires, thr), blob)
+                    stored[eid] = digest if wl == stage and again == digest else None
+                if stored != sent:
+                    bad = sorted(k for k in sent if stored.get(k) != sent[k])[:5]
+                    raise NotStoredAsSentError(
+                        f"entries were not stored as sent (first: {', '.join(bad) or 'extra rows'}); nothing applied"
+                    )
+
+    def _switch(self, stage: str, m: Manifest, kept: list[Entry], withheld: int) -> tuple[int | None, str]:
         c = self.conn
         with immediate(c):
-            c.execute("DELETE FROM entries WHERE watchlist = ?", (manifest.name,))
-            c.executemany(
-                "INSERT INTO entries (watchlist, entry_id, label, case_ref, expires_at, threshold, n, embeddings, sha256) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            held = self.current(m.name)
+            previous = held.version if held else None
+            check_version(m.version, previous)
+            self.state.check_floor(m.name, m.version, m.sha256)
             c.execute(
                 "INSERT OR REPLACE INTO watchlists (name, version, sha256, issued_at, expires_at, embedding_space, "
-                "dimension, dtype, entry_count, embedding_count, key_id, applied_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "dimension, dtype, entry_count, embedding_count, key_id, applied_at, entries_key) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    manifest.name,
-                    manifest.version,
-                    manifest.sha256,
-                    manifest.issued_at,
-                    manifest.expires_at,
-                    manifest.embedding_space,
-                    manifest.dimension,
-                    manifest.dtype,
-                    manifest.entry_count,
-                    manifest.embedding_count,
-                    manifest.key_id,
+                    m.name,
+                    m.version,
+                    m.sha256,
+                    m.issued_at,
+                    m.expires_at,
+                    m.embedding_space,
+                    m.dimension,
+                    m.dtype,
+                    len(kept),
+                    sum(len(e.embeddings) for e in kept),
+                    m.key_id,
                     format_time(now_utc()),
+                    stage,
                 ),
             )
             audit.append(
                 c,
                 "watchlist.applied",
                 "applied",
-                watchlist=manifest.name,
-                version=manifest.version,
-                detail={"from_version": previous, "entries": len(entries), "sha256": manifest.sha256},
+                watchlist=m.name,
+                version=m.version,
+                detail={"from_version": previous, "entries": len(kept), "withheld": withheld, "sha256": m.sha256},
             )
+            # Last before COMMIT, under the write lock: if the commit then fails, the same bundle may still come back.
+            self.state.raise_floor(m.name, m.version, m.sha256, m.issued_at)
+        return previous, held.key if held else m.name
 
-    def revoke(self, name: str, entry_ids: list[str], *, reason: str = "revoked") -> int:
-        """Remove single entries at once (signed revocations are checked by the caller)."""
+    def _drop_key(self, key: str) -> None:
+        """Delete the rows under ``key`` (an old version, a failed stage) in short transactions."""
+        c = self.conn
+        while True:
+            with immediate(c):
+                if c.execute("SELECT 1 FROM watchlists WHERE COALESCE(entries_key, name) = ?", (key,)).fetchone():
+                    return  # in use (never the case for an old or failed key; a guard against a wrong call)
+                n = c.execute(
+                    "DELETE FROM entries WHERE id IN (SELECT id FROM entries WHERE watchlist = ? LIMIT ?)",
+                    (key, STAGE_BATCH * 4),
+                ).rowcount
+            if not n:
+                return
+
+    def _drop_stale_stages(self) -> None:
+        """Stages left by an applier that died mid-way (a crash, a power cut) and are hours old."""
+        cutoff = time.time() - STALE_STAGE_S
+        for (key,) in self.conn.execute(
+            "SELECT DISTINCT watchlist FROM entries WHERE watchlist >= ? AND watchlist < ?", (STAGE_PREFIX, STAGE_END)
+        ).fetchall():
+            try:
+                started = int(key[len(STAGE_PREFIX) :].rsplit("/", 2)[1])
+            except (ValueError, IndexError):
+                started = 0
+            if started < cutoff:
+                self._drop_key(key)
+
+    def revoke(
+        self,
+        name: str,
+        entry_ids: list[str] | tuple[str, ...],
+        *,
+        reason: str = "revoked",
+        revocation: Revocation | None = None,
+        revoke_sha256: str = "",
+    ) -> int:
+        """Remove single entries at once; a signed ``revocation`` is checked against the held sequence and kept."""
         c = self.conn
         with immediate(c):
+            if revocation is not None:  # under the write lock: two revokes cannot both pass the check
+                self.state.check_revoke_sequence(name, revocation.sequence)
+            held = self.current(name)
+            key = held.key if held else name
             removed = 0
             for eid in entry_ids:
-                removed += c.execute("DELETE FROM entries WHERE watchlist = ? AND entry_id = ?", (name, eid)).rowcount
-            held = self.current(name)
-            audit.append(
-                c,
-                "watchlist.revoked",
-                reason,
-                watchlist=name,
-                version=held.version if held else None,
-                detail={"entry_ids": entry_ids, "removed": removed},
-            )
+                removed += c.execute("DELETE FROM entries WHERE watchlist = ? AND entry_id = ?", (key, eid)).rowcount
+            detail: dict[str, Any] = {"entry_ids": list(entry_ids), "removed": removed}
+            if revocation is not None:
+                detail.update(sequence=revocation.sequence, for_version=revocation.version, issued_at=revocation.issued_at)
+            audit.append(c, "watchlist.revoked", reason, watchlist=name, version=held.version if held else None, detail=detail)
             c.execute("UPDATE watchlists SET entry_count = entry_count - ? WHERE name = ?", (removed, name))
+            if revocation is not None:
+                self.state.add_revocation(name, revocation, revoke_sha256)
         return removed
 
     def damaged_entries(self, limit: int = 20) -> tuple[int, list[str]]:
@@ -220,7 +377,10 @@ class WatchlistStore:
         return count, bad
 
     def embedding_total(self, name: str) -> int:
-        row = self.conn.execute("SELECT COALESCE(SUM(n), 0) FROM entries WHERE watchlist = ?", (name,)).fetchone()
+        info = self.current(name)
+        if info is None:
+            return 0
+        row = self.conn.execute("SELECT COALESCE(SUM(n), 0) FROM entries WHERE watchlist = ?", (info.key,)).fetchone()
         return int(row[0])
 
     def iter_entries(
@@ -234,7 +394,7 @@ class WatchlistStore:
         cur = self.conn.execute(
             "SELECT entry_id, label, case_ref, expires_at, threshold, n, embeddings, sha256 FROM entries "
             "WHERE watchlist = ? ORDER BY id",
-            (name,),
+            (info.key,),
         )
         while rows := cur.fetchmany(batch):
             out = []
