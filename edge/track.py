@@ -158,6 +158,7 @@ class Tracker:
             if not tr.votes:
                 log.debug("track %s (photo): no hit: %s", tr.track_id, _miss_reason(tr))
         return decisions
+
     def drop_votes(self, stale: Callable[[Match], bool]) -> int:
         """Forget votes a newer watchlist version no longer supports (an entry it removed); returns how many."""
         dropped = 0
