@@ -112,9 +112,9 @@ def test_a_hit_carries_the_version_that_scored_it_and_votes_for_removed_entries_
     d.tracker.tracks["gate"] = [open_track]
     d.holder.swap(v2)
     # This frame's decisions were scored by v1 (a frame in flight during the swap).
+    d.report.json_hits = True  # `edge run --json`: each hit as a JSON line on stdout
     d._emit([decision(v1, "e0000000", 2), decision(v1, "e0000001", 3)])
     assert open_track.votes == {}, "the vote for an entry v2 removed is gone"
-    printed = [line.split(" ", 1) for line in capsys.readouterr().out.splitlines()]  # without MQTT: hits go to stdout
-    [hit] = [json.loads(payload) for topic, payload in printed if topic.endswith("/hits")]
+    [hit] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert hit["entry_id"] == "e0000001", "no hit for the removed entry"
     assert hit["watchlist"]["version"] == 1 and hit["watchlist"]["sha256"] == v1.sha256, "stamped with the scoring version"
