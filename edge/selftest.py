@@ -125,6 +125,8 @@ def check_broker(s: Settings) -> Result:
     if not m.enabled:
         return Result("broker", "WARN", "mqtt.enabled = false: hits go to the console only")
     tls = m.tls if m.tls is not False else None
+    # A broker that binds client ids to identities (docs/broker.md) replaces this id with the device id, so there
+    # the check takes the running daemon's connection for a moment; elsewhere the suffix leaves the daemon alone.
     opts = BrokerOptions(
         host=m.host, port=m.port, ca=tls.ca if tls else None, cert=tls.cert if tls else None, key=tls.key if tls else None,
         username=m.username or s.device_id, password=m.password(), client_id=f"{s.device_id}-selftest", keepalive=10,
