@@ -38,8 +38,8 @@ MANIFEST_SCHEMA = "edge.watchlist-manifest/1"
 MAGIC = b"EWLC1\n"
 MAX_CHUNK_BYTES = 1024 * 1024
 DTYPES: dict[str, np.dtype[Any]] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-ENTRY_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+NAME_RE = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")  # \Z: `$` would accept a trailing newline
+ENTRY_ID_RE = re.compile(r"\A[A-Za-z0-9_.:@-]{1,128}\Z")
 
 
 class BundleError(EdgeError):
