@@ -15,6 +15,7 @@ from typing import Any
 
 from edge import __version__
 from edge.errors import EdgeError
+from edge.redact import install_log_filter, redact
 
 log = logging.getLogger("edge")
 
@@ -235,10 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    install_log_filter()  # camera URLs carry passwords; no log line shows one
     try:
         return int(args.func(args))
     except EdgeError as exc:
-        print(f"edge: error: {exc}", file=sys.stderr)
+        print(f"edge: error: {redact(str(exc))}", file=sys.stderr)
         return 2
 
 

@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edge.errors import EdgeError
+from edge.redact import redact_values
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,11 @@ def connect_blocking(client: mqtt.Client, opts: BrokerOptions, timeout: float = 
         raise BrokerError(f"broker {opts.host}:{opts.port} refused the connection: {reason}")
 
 
+def _status_json(payload: dict[str, Any]) -> str:
+    """The status as sent: retained, and stored centrally, so no camera password in any of its texts."""
+    return json.dumps(redact_values(payload))
+
+
 class Publisher:
     """The daemon's MQTT side: drains the outbox (QoS 1), heartbeats status, and feeds watchlist messages in.
 
@@ -278,7 +284,7 @@ class Publisher:
 
     def publish_status(self, payload: dict[str, Any]) -> None:
         if self.connected.is_set():
-            self.client.publish(status_topic(self.device_id), json.dumps(payload), qos=1, retain=True)
+            self.client.publish(status_topic(self.device_id), _status_json(payload), qos=1, retain=True)
 
     def stop(self, offline_payload: dict[str, Any] | None = None) -> None:
         self._stop.set()
@@ -286,7 +292,7 @@ class Publisher:
         if self._thread is not None:
             self._thread.join(timeout=5)
         if offline_payload is not None and self.connected.is_set():
-            info = self.client.publish(status_topic(self.device_id), json.dumps(offline_payload), qos=1, retain=True)
+            info = self.client.publish(status_topic(self.device_id), _status_json(offline_payload), qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=3)
         self.client.disconnect()

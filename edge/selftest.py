@@ -20,6 +20,7 @@ from typing import Any
 
 from edge.config import Settings
 from edge.errors import EdgeError
+from edge.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ def run_checks(s: Settings, skip: set[str]) -> list[Result]:
 
 def print_checklist(results: list[Result]) -> int:
     for r in results:
-        print(f"[{r.status:<4}] {r.name:<8} {r.detail}")
+        print(f"[{r.status:<4}] {r.name:<8} {redact(r.detail)}")
     failed = [r.name for r in results if r.status == "FAIL"]
     print(f"\nself-test {'FAILED: ' + ', '.join(failed) if failed else 'passed'}")
     return 1 if failed else 0
