@@ -106,6 +106,7 @@ class _Client(mqtt.Client):
             self.socket_error = message.partition(": ")[2] or message
 
 
+HANDSHAKE_CLOSED = "the broker closed the connection in the handshake (refused certificate?)"
 # What OpenSSL's words mean for whoever reads the device's log: (text in the error, explanation).
 _TLS_REASONS = [
     ("alert certificate expired", "client certificate expired: the broker refused {cert}; install a renewed certificate"),
@@ -117,10 +118,12 @@ _TLS_REASONS = [
     ("alert protocol version", "no TLS version in common with the broker"),
     ("certificate verify failed", "the broker's certificate does not verify against tls.ca {ca}"),
     ("wrong version number", "the port does not speak TLS (a plain-text listener? check [mqtt] port and tls)"),
-    (
-        "eof occurred in violation of protocol",
-        "the broker closed the connection in the handshake (refused certificate?)",
-    ),
+    # The broker refused us but its TLS alert was lost: it closed the socket with our handshake still unread, so
+    # the kernel answered with a reset, or the client saw the end of the stream first (more likely under load).
+    ("eof occurred in violation of protocol", HANDSHAKE_CLOSED),
+    ("unexpected eof", HANDSHAKE_CLOSED),
+    ("reset by peer", HANDSHAKE_CLOSED),
+    ("broken pipe", HANDSHAKE_CLOSED),
 ]
 
 
@@ -160,7 +163,7 @@ def describe_connect_failure(opts: BrokerOptions, error: str | None) -> str:
             problem = client_certificate_problem(opts)
             if problem is not None:
                 return f"{where}: TLS handshake failed: {problem} ({error})"
-        if opts.cert is None and "eof" in low:
+        if opts.cert is None and ("eof" in low or "reset by peer" in low):
             need = "the broker closed the connection; it may require a client certificate: set [mqtt] tls.cert and tls.key"
             return f"{where}: TLS handshake failed: {need} ({error})"
         for needle, text in _TLS_REASONS:

@@ -21,7 +21,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.publish import BrokerError, BrokerOptions, connect_blocking, make_client
+from edge.publish import (
+    HANDSHAKE_CLOSED,
+    BrokerError,
+    BrokerOptions,
+    client_certificate_problem,
+    connect_blocking,
+    make_client,
+)
 from tests.broker import Broker, free_port
 from tests.pki import TestCA
 from tests.test_daemon import finish, kit, outbox_depth, start_daemon, write_config  # noqa: F401  (kit is a fixture)
@@ -305,9 +312,9 @@ def test_central_ingest_workers_share_the_device_topics_and_devices_cannot(fleet
 @pytest.mark.parametrize(
     ("stem", "expected"),
     [
-        ("pole-7-expired", "certificate expired"),
-        ("pole-7-rogue", "not signed by the CA in tls.ca"),  # a certificate from another CA, same CN
-        ("pole-8-stolen", "revoked"),
+        ("pole-7-expired", "certificate expired"),  # the device's own reading of its certificate: deterministic
+        ("pole-7-rogue", "not signed by the CA in tls.ca"),  # a certificate from another CA, same CN (likewise)
+        ("pole-8-stolen", "revoked"),  # only the broker's TLS alert says so, and the alert can be lost
         (None, "set [mqtt] tls.cert and tls.key"),  # TLS, but no certificate at all
     ],
     ids=["expired", "other CA", "revoked (CRL)", "no certificate"],
@@ -319,15 +326,29 @@ def test_the_broker_refuses_a_bad_client_certificate_and_says_why(fleet: Fleet, 
     elif stem is not None:
         creds = fleet.creds(stem)
     opts = BrokerOptions(host="127.0.0.1", port=fleet.port, client_id=f"t-refused-{stem}", **creds)  # type: ignore[arg-type]
-    refusals = []
-    for _ in range(3):  # the broker's TLS alert can be lost when it closes the socket: retry as the daemon does
-        with pytest.raises(BrokerError) as err:
-            connect_blocking(make_client(opts), opts, timeout=5)
-        refusals.append(str(err.value))
-        if expected in refusals[-1]:
-            break
-    assert any(expected in r for r in refusals), refusals
-    assert all(f"MQTT broker 127.0.0.1:{fleet.port}: TLS handshake failed" in r for r in refusals), refusals
+    refusals_logged = broker_refusals(fleet)
+    with pytest.raises(BrokerError) as err:
+        connect_blocking(make_client(opts), opts, timeout=5)
+    message = str(err.value)
+    assert message.startswith(f"MQTT broker 127.0.0.1:{fleet.port}: TLS handshake failed: "), message
+    if stem == "pole-8-stolen":
+        # The broker's TLS alert naming the revocation is lost when it closes the socket under our handshake (a
+        # reset, or end of stream, first: more likely on a loaded machine). Then the device says what it can.
+        assert client_certificate_problem(opts) is None, "valid dates, the right CA: only the CRL refuses it"
+        assert "client certificate revoked" in message or HANDSHAKE_CLOSED in message, message
+    else:
+        assert expected in message
+    # What is deterministic: the broker itself logged the refusal.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and broker_refusals(fleet) <= refusals_logged:
+        time.sleep(0.05)
+    assert broker_refusals(fleet) > refusals_logged, "the broker's log shows the refused handshake"
+
+
+def broker_refusals(fleet: Fleet) -> int:
+    """Refused TLS handshakes in the broker's log (Mosquitto 2.0.11 gives OpenSSL's reason, not the CRL's)."""
+    text = fleet.log.read_text() if fleet.log.exists() else ""
+    return sum(("certificate verify failed" in line or "did not return a certificate" in line) for line in text.splitlines())
 
 
 def test_a_plain_text_connection_to_the_tls_port_is_refused(fleet: Fleet) -> None:
