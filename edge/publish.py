@@ -289,6 +289,13 @@ class Publisher:
         if self.connected.is_set():
             self.client.publish(status_topic(self.device_id), _status_json(payload), qos=1, retain=True)
 
+    def publish_now(self, topic: str, payload: bytes) -> bool:
+        """QoS 1, not retained, not through the outbox (periodic messages such as the audit head); False if offline."""
+        if not self.connected.is_set():
+            return False
+        info = self.client.publish(topic, payload, qos=1)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
     def stop(self, offline_payload: dict[str, Any] | None = None) -> None:
         self._stop.set()
         self._kick.set()
@@ -450,6 +457,9 @@ class ConsoleSink:
 
     def publish_status(self, payload: dict[str, Any]) -> None:
         pass
+
+    def publish_now(self, topic: str, payload: bytes) -> bool:
+        return False
 
     def stop(self, offline_payload: dict[str, Any] | None = None) -> None:
         self.kick()

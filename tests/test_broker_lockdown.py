@@ -191,17 +191,19 @@ def test_the_documented_broker_has_one_tls_listener_and_no_anonymous_access() ->
 
 
 def test_a_device_publishes_only_under_its_own_id(fleet: Fleet) -> None:
-    console = Client(fleet, "alerts-console", ("edge/v1/+/hits", "edge/v1/+/status"))
+    console = Client(fleet, "alerts-console", ("edge/v1/+/hits", "edge/v1/+/status", "edge/v1/+/audit"))
     pole7 = Client(fleet, "pole-7")
     try:
         assert pole7.publish("edge/v1/pole-8/hits", b'{"forged": true}') == NOT_AUTHORIZED
         assert pole7.publish("edge/v1/pole-8/status", b'{"state": "online"}', retain=True) == NOT_AUTHORIZED
+        assert pole7.publish("edge/v1/pole-8/audit", b'{"seq": 0}') == NOT_AUTHORIZED, "nor another device's audit head"
+        assert pole7.publish("edge/v1/pole-7/audit", b'{"seq": 1}') < FAILURE
         assert pole7.publish("edge/v1/pole-7/hits", b'{"real": true}') < FAILURE
         topics = console.topics_received(until="edge/v1/pole-7/hits")
     finally:
         pole7.close()
         console.close()
-    assert topics == ["edge/v1/pole-7/hits"], "nothing published under pole-8's id reached the console"
+    assert topics == ["edge/v1/pole-7/audit", "edge/v1/pole-7/hits"], "nothing published under pole-8's id reached the console"
 
 
 def test_a_device_cannot_publish_a_watchlist(fleet: Fleet) -> None:
