@@ -81,7 +81,10 @@ class AuditAnchor:
             log.error("audit chain broken: %s", check.problem)
         # Also marks where this run starts: clock jumps recorded later correct only this run's records.
         detail = {"problem": check.problem, "seq": check.head.seq, "head": check.head.head, "records": check.head.count}
-        audit.append(conn, audit.STARTED, "intact" if check.ok else "broken", detail=detail)
+        try:
+            audit.append(conn, audit.STARTED, "intact" if check.ok else "broken", detail=detail)
+        except sqlite3.OperationalError as exc:  # a full or locked disk must not stop the device; the status says it
+            log.error("could not audit the chain check: %s", exc)
         self.start_problem = check.problem
         self.last = audit.check_chain(conn, after=(check.head.seq, check.head.head)) if check.ok else check
         self._next_publish = 0.0
@@ -101,7 +104,11 @@ class AuditAnchor:
         now = time.monotonic() if now is None else now
         if not connected or now < self._next_publish:
             return False
-        check = self._recheck()
+        try:
+            check = self._recheck()
+        except sqlite3.OperationalError as exc:  # database busy: try again at the next tick
+            log.warning("audit head not published: %s", exc)
+            return False
         if not publish(audit_topic(self.device_id), json.dumps(head_message(self.device_id, check)).encode()):
             return False
         self.published += 1
