@@ -16,6 +16,7 @@ from typing import Any
 
 from edge import __version__
 from edge.errors import EdgeError
+from edge.redact import install_log_filter, redact
 
 log = logging.getLogger("edge")
 
@@ -259,10 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    install_log_filter()  # camera URLs carry passwords; no log line shows one
     try:
         return int(args.func(args))
     except EdgeError as exc:
-        print(f"edge: error: {exc}", file=sys.stderr)
+        print(f"edge: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before a command installed its own handler (e.g. while models load)
         print("edge: interrupted", file=sys.stderr)

@@ -25,6 +25,7 @@ import numpy as np
 
 from edge import __version__, audit
 from edge.analyze import FaceAnalyser
+from edge.audit_anchor import AuditAnchor
 from edge.capture import CapturedFrame, SourceRunner
 from edge.config import Settings
 from edge.db import connect
@@ -73,6 +74,7 @@ class Daemon:
         self.db_report = check_and_recover(settings.database)
         self.outbox = Outbox(settings.database, max_rows=settings.outbox.max_rows, max_age_s=settings.outbox.max_age_days * 86400)
         self.store = WatchlistStore(connect(settings.database))  # the main thread's own connection
+        self.anchor = AuditAnchor(self.store.conn, settings.device_id)  # verifies the audit chain; publishes its head
         self.holder = MatcherHolder(Matcher.from_store(self.store, settings.watchlist.name))
         self.tracker = Tracker(settings.tracking)
         self._voted_with = self.holder.matcher  # the matcher the tracker's votes came from
@@ -364,6 +366,7 @@ class Daemon:
             },
             "database": self.db_report.as_status(),
             "clock": {"jumps": self.outbox.clock_jumps, "last_jump_s": self.outbox.last_clock_jump_s},
+            "audit": self.anchor.status(),
             "last_error": errors[0] if errors else None,
         }
 
@@ -408,6 +411,7 @@ class Daemon:
             if now >= next_status:
                 self.publisher.publish_status(self.status())
                 next_status = now + self.s.mqtt.status_interval_s
+                self.anchor.tick(self.publisher.connected.is_set(), self.publisher.publish_now)
             if now >= next_purge:
                 self._purge()
                 next_purge = now + 3600
@@ -457,11 +461,11 @@ class Daemon:
 
     def _purge(self) -> None:
         keep_s = self.s.privacy.retention_days * 86400
-        cutoff = iso(time.time() - keep_s)
-        n = audit.purge_older_than(self.store.conn, cutoff)
+        self.outbox.check_clock()  # a clock jump is recorded before the purge reads the chain's times
+        n = audit.purge(self.store.conn, now=time.time(), keep_s=keep_s)
         self.outbox.purge_events(keep_s)
         if n:
-            log.info("retention: purged %d audit records older than %s", n, cutoff)
+            log.info("retention: purged the oldest %d audit records (older than %.0f days)", n, self.s.privacy.retention_days)
 
     def _shutdown(self) -> None:
         sd_notify("STOPPING=1")

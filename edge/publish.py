@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edge.errors import EdgeError
+from edge.redact import redact_values
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class _Client(mqtt.Client):
             self.socket_error = message.partition(": ")[2] or message
 
 
+HANDSHAKE_CLOSED = "the broker closed the connection in the handshake (refused certificate?)"
 # What OpenSSL's words mean for whoever reads the device's log: (text in the error, explanation).
 _TLS_REASONS = [
     ("alert certificate expired", "client certificate expired: the broker refused {cert}; install a renewed certificate"),
@@ -116,10 +118,12 @@ _TLS_REASONS = [
     ("alert protocol version", "no TLS version in common with the broker"),
     ("certificate verify failed", "the broker's certificate does not verify against tls.ca {ca}"),
     ("wrong version number", "the port does not speak TLS (a plain-text listener? check [mqtt] port and tls)"),
-    (
-        "eof occurred in violation of protocol",
-        "the broker closed the connection in the handshake (refused certificate?)",
-    ),
+    # The broker refused us but its TLS alert was lost: it closed the socket with our handshake still unread, so
+    # the kernel answered with a reset, or the client saw the end of the stream first (more likely under load).
+    ("eof occurred in violation of protocol", HANDSHAKE_CLOSED),
+    ("unexpected eof", HANDSHAKE_CLOSED),
+    ("reset by peer", HANDSHAKE_CLOSED),
+    ("broken pipe", HANDSHAKE_CLOSED),
 ]
 
 
@@ -159,7 +163,7 @@ def describe_connect_failure(opts: BrokerOptions, error: str | None) -> str:
             problem = client_certificate_problem(opts)
             if problem is not None:
                 return f"{where}: TLS handshake failed: {problem} ({error})"
-        if opts.cert is None and "eof" in low:
+        if opts.cert is None and ("eof" in low or "reset by peer" in low):
             need = "the broker closed the connection; it may require a client certificate: set [mqtt] tls.cert and tls.key"
             return f"{where}: TLS handshake failed: {need} ({error})"
         for needle, text in _TLS_REASONS:
@@ -210,6 +214,11 @@ def connect_blocking(client: mqtt.Client, opts: BrokerOptions, timeout: float = 
     if reason.is_failure:
         client.loop_stop()
         raise BrokerError(f"broker {opts.host}:{opts.port} refused the connection: {reason}")
+
+
+def _status_json(payload: dict[str, Any]) -> str:
+    """The status as sent: retained, and stored centrally, so no camera password in any of its texts."""
+    return json.dumps(redact_values(payload))
 
 
 class Publisher:
@@ -278,7 +287,14 @@ class Publisher:
 
     def publish_status(self, payload: dict[str, Any]) -> None:
         if self.connected.is_set():
-            self.client.publish(status_topic(self.device_id), json.dumps(payload), qos=1, retain=True)
+            self.client.publish(status_topic(self.device_id), _status_json(payload), qos=1, retain=True)
+
+    def publish_now(self, topic: str, payload: bytes) -> bool:
+        """QoS 1, not retained, not through the outbox (periodic messages such as the audit head); False if offline."""
+        if not self.connected.is_set():
+            return False
+        info = self.client.publish(topic, payload, qos=1)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def stop(self, offline_payload: dict[str, Any] | None = None) -> None:
         self._stop.set()
@@ -286,7 +302,7 @@ class Publisher:
         if self._thread is not None:
             self._thread.join(timeout=5)
         if offline_payload is not None and self.connected.is_set():
-            info = self.client.publish(status_topic(self.device_id), json.dumps(offline_payload), qos=1, retain=True)
+            info = self.client.publish(status_topic(self.device_id), _status_json(offline_payload), qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=3)
         self.client.disconnect()
@@ -442,6 +458,9 @@ class ConsoleSink:
 
     def publish_status(self, payload: dict[str, Any]) -> None:
         pass
+
+    def publish_now(self, topic: str, payload: bytes) -> bool:
+        return False
 
     def stop(self, offline_payload: dict[str, Any] | None = None) -> None:
         self.kick()

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from edge.errors import EdgeError, FrameError, ImageDecodeError
+from edge.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class OpenCVSource:
     def __init__(self, camera: str, url: str, width: int | None = None, height: int | None = None) -> None:
         self.camera = camera
         self.url = url
+        self.shown_url = redact(url)  # for messages: they reach the journal and the retained status
         self.width, self.height = width, height
         self.is_file = not url.isdigit() and "://" not in url
         self.live = not self.is_file
@@ -111,11 +113,11 @@ class OpenCVSource:
 
     def open(self) -> None:
         if self.is_file and not Path(self.url).is_file():
-            raise SourceError(f"camera {self.camera}: video file {self.url} not found")
+            raise SourceError(f"camera {self.camera}: video file {self.shown_url} not found")
         cap = cv2.VideoCapture(int(self.url) if self.url.isdigit() else self.url)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"camera {self.camera}: cannot open {self.url}")
+            raise SourceError(f"camera {self.camera}: cannot open {self.shown_url}")
         if self.width and self.height:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
@@ -130,7 +132,7 @@ class OpenCVSource:
         if not ok or frame is None:
             if self.is_file:
                 return None
-            raise SourceError(f"camera {self.camera}: stream {self.url} stopped delivering frames")
+            raise SourceError(f"camera {self.camera}: stream {self.shown_url} stopped delivering frames")
         return np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
 
     def close(self) -> None:

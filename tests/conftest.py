@@ -7,9 +7,15 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from edge.analyze import FaceAnalyser
 from edge.config import RecognitionSettings
+
+# Property tests must not depend on how busy the machine is: no per-example deadline, no "input generation is
+# slow" health check (both failed on a loaded 2-core runner), and the same examples on every run.
+settings.register_profile("edge", deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+settings.load_profile("edge")
 
 ROOT = Path(__file__).resolve().parent.parent
 FACES = Path(os.environ.get("EDGE_DEV_DATA", ROOT.parent / "shared" / "data" / "faces"))

@@ -16,8 +16,11 @@ from paho.mqtt.properties import Properties
 SENTINEL = "test/sync"
 
 
-def wait_for_text(path: Any, text: str, timeout: float = 30.0) -> bool:
-    """Wait until ``text`` appears in the file at ``path`` (a log), or the deadline passes."""
+def wait_for_text(path: Any, text: str, timeout: float = 120.0) -> bool:
+    """Wait until ``text`` appears in the file at ``path`` (a log), or the deadline passes.
+
+    The deadline only bounds a failing test: a loaded 2-core runner needed over 30 s for a daemon's start.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -94,3 +97,26 @@ class Subscriber:
                 return got
             time.sleep(0.1)
         return self.json(suffix)
+
+
+def publish_bundle_unchecked(bundle: Any, port: int) -> None:
+    """Retain a bundle folder's manifest and chunks as they are, with no checks: what a forger could send.
+
+    (`edge watchlist publish` verifies first and would refuse a forged bundle.)
+    """
+    from edge.operator.watchlist_publish import BUNDLE_SCHEMA
+    from edge.publish import chunk_topic, manifest_topic
+    from edge.watchlist.bundle import b64, read_bundle
+
+    b = read_bundle(bundle)
+    m = b.manifest()
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    infos = [c.publish(chunk_topic(m.name, m.version, i), data, qos=1, retain=True) for i, data in sorted(b.chunks.items())]
+    doc = {"schema": BUNDLE_SCHEMA, "manifest": b.manifest_bytes.decode(), "signature": b64(b.signature)}
+    infos.append(c.publish(manifest_topic(m.name), json.dumps(doc), qos=1, retain=True))
+    for info in infos:
+        info.wait_for_publish(10)
+    c.disconnect()
+    c.loop_stop()

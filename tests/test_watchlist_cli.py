@@ -41,6 +41,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path) -> Path
     return ws
 
 
+def pub(ws: Path) -> list[str]:
+    return ["--public-key", str(ws / "keys" / "watchlist.pub")]
+
+
 def verify(ws: Path, bundle: Path, *extra: str) -> int:
     return main(["watchlist", "verify", str(bundle), "--public-key", str(ws / "keys" / "watchlist.pub"), *extra])
 
@@ -149,14 +153,14 @@ def test_publish_retains_manifest_and_chunks_and_clears_the_previous_version(
     ) == 0  # fmt: skip
     with running_broker(tmp_path) as broker:
         broker_addr = f"127.0.0.1:{broker.port}"
-        assert main(["watchlist", "publish", str(workspace / "v1"), "--broker", broker_addr]) == 0
+        assert main(["watchlist", "publish", str(workspace / "v1"), "--broker", broker_addr, *pub(workspace)]) == 0
         got = collect_retained(broker.port, "edge/v1/watchlists/city/#")
         assert set(got) == {"edge/v1/watchlists/city/manifest", "edge/v1/watchlists/city/v1/chunks/0"}
         msg = json.loads(got["edge/v1/watchlists/city/manifest"])
         assert msg["manifest"].encode() == (workspace / "v1" / "manifest.json").read_bytes()
         assert got["edge/v1/watchlists/city/v1/chunks/0"] == (workspace / "v1" / "chunks" / "00000.bin").read_bytes()
 
-        assert main(["watchlist", "publish", str(tmp_path / "v2"), "--broker", broker_addr]) == 0
+        assert main(["watchlist", "publish", str(tmp_path / "v2"), "--broker", broker_addr, *pub(workspace)]) == 0
         assert "cleared 1 retained chunks of v1" in capsys.readouterr().out
         got = collect_retained(broker.port, "edge/v1/watchlists/city/#")
         assert set(got) == {"edge/v1/watchlists/city/manifest", "edge/v1/watchlists/city/v2/chunks/0"}
@@ -165,5 +169,5 @@ def test_publish_retains_manifest_and_chunks_and_clears_the_previous_version(
 def test_publish_to_a_broker_that_is_down_fails_clearly(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from tests.broker import free_port
 
-    assert main(["watchlist", "publish", str(workspace / "v1"), "--broker", f"127.0.0.1:{free_port()}"]) == 2
+    assert main(["watchlist", "publish", str(workspace / "v1"), "--broker", f"127.0.0.1:{free_port()}", *pub(workspace)]) == 2
     assert "cannot reach broker" in capsys.readouterr().err

@@ -184,7 +184,8 @@ def corrupt_db(work: Path, iterations: int) -> dict[str, Any]:
     b = broker(work)
     console = Console(work, b.port).start()
     kit = daemon_kit(work)
-    assert main(["watchlist", "publish", str(kit / "v1"), "--broker", f"127.0.0.1:{b.port}", "--previous-wait", "0.2"]) == 0
+    pub = ["--public-key", str(kit / "keys" / "watchlist.pub")]
+    assert main(["watchlist", "publish", str(kit / "v1"), "--broker", f"127.0.0.1:{b.port}", *pub]) == 0
     modes = ["bitrot", "truncate", "garbage"] * max(1, iterations // 3 if iterations >= 3 else 1)
     results: list[dict[str, Any]] = []
     expected: set[str] = set()

@@ -129,7 +129,7 @@ def simulate(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         write_bundle(work / "bundle", bundle.manifest_bytes, [bundle.chunks[i] for i in sorted(bundle.chunks)], bundle.signature)
         bundle_bytes = sum(len(c) for c in bundle.chunks.values()) + len(bundle.manifest_bytes)
         assert edge_main(["watchlist", "publish", str(work / "bundle"), "--broker", f"127.0.0.1:{broker.port}",
-                          "--previous-wait", "0.2"]) == 0  # fmt: skip
+                          "--public-key", str(work / "keys" / "watchlist.pub")]) == 0  # fmt: skip
         published_wall = time.time()
         ctx = mp.get_context("spawn")
         start_hits, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()

@@ -50,7 +50,7 @@ def requests_from_folder(folder: Path) -> list[EnrolRequest]:
         raise EdgeError(f"--photos {folder} holds {len(loose)} photos directly; it needs {layout}")
     out = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        if not ENTRY_ID_RE.match(sub.name):
+        if not ENTRY_ID_RE.fullmatch(sub.name):
             raise EdgeError(f"{sub}: folder name is not a valid entry_id (letters, digits, _.:@- only)")
         photos = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         out.append(EnrolRequest(sub.name, photos))
@@ -71,7 +71,7 @@ def requests_from_csv(path: Path) -> list[EnrolRequest]:
     by_id: dict[str, EnrolRequest] = {}
     for line, row in enumerate(reader, start=2):
         eid = (row.get("entry_id") or "").strip()
-        if not ENTRY_ID_RE.match(eid):
+        if not ENTRY_ID_RE.fullmatch(eid):
             raise EdgeError(f"{path}:{line}: bad entry_id {eid!r}")
         req = by_id.setdefault(eid, EnrolRequest(eid, []))
         photo = (row.get("path") or "").strip()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from edge.errors import EdgeError
 from edge.watchlist.bundle import (
     Bundle,
     BundleError,
-    b64,
     build_unsigned,
     generate_keypair,
     iter_entries,
@@ -246,74 +244,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 1
 
 
-def cmd_publish(args: argparse.Namespace) -> int:
-    from edge.publish import (
-        BrokerError,
-        BrokerOptions,
-        chunk_topic,
-        connect_blocking,
-        make_client,
-        manifest_topic,
-        parse_host_port,
-    )
-
-    bundle = read_bundle(args.bundle)
-    m = bundle.manifest()
-    missing = [r.file for i, r in enumerate(m.chunks) if i not in bundle.chunks]
-    if missing:
-        raise BundleError(f"{args.bundle}: chunks missing: {', '.join(missing)}")
-    host, port = parse_host_port(args.broker)
-    password = args.password_file.read_text().strip() if args.password_file else None
-    opts = BrokerOptions(host, port, args.ca, args.cert, args.key, args.username, password, client_id="")
-    client = make_client(opts)
-    previous: dict[str, Any] = {}
-    seen = threading.Event()
-
-    def on_message(_c: Any, _u: Any, msg: Any) -> None:
-        if msg.retain and msg.payload:
-            try:
-                previous["manifest"] = parse_manifest(json.loads(msg.payload)["manifest"].encode())
-            except (ValueError, KeyError, TypeError, BundleError):
-                log.warning("the retained manifest on %s is unreadable; not clearing old chunks", msg.topic)
-        seen.set()
-
-    client.on_message = on_message
-    connect_blocking(client, opts)
-    try:
-        client.subscribe(manifest_topic(m.name), qos=1)
-        seen.wait(args.previous_wait)
-        infos = [
-            client.publish(chunk_topic(m.name, m.version, i), data, qos=1, retain=True)
-            for i, data in sorted(bundle.chunks.items())
-        ]
-        payload = json.dumps(
-            {
-                "schema": "edge.watchlist-bundle/1",
-                "manifest": bundle.manifest_bytes.decode("utf-8"),
-                "signature": b64(bundle.signature),
-            }
-        )
-        infos.append(client.publish(manifest_topic(m.name), payload, qos=1, retain=True))
-        for info in infos:
-            info.wait_for_publish(timeout=60)
-            if not info.is_published():
-                raise BrokerError("broker did not acknowledge every publish within 60 s")
-        old = previous.get("manifest")
-        cleared = 0
-        if old is not None and old.version != m.version:
-            for i in range(len(old.chunks)):
-                client.publish(chunk_topic(m.name, old.version, i), b"", qos=1, retain=True).wait_for_publish(timeout=30)
-                cleared += 1
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    print(
-        f"published watchlist {m.name} v{m.version}: manifest and {len(bundle.chunks)} chunks (retained, QoS 1) "
-        f"to {host}:{port}" + (f"; cleared {cleared} retained chunks of v{old.version}" if old is not None and cleared else "")
-    )
-    return 0
-
-
 def add_parser(sub: Any) -> None:
     wl = sub.add_parser("watchlist", help="build, sign, verify, publish and apply watchlist bundles")
     wsub = wl.add_subparsers(dest="watchlist_command", required=True, metavar="ACTION")
@@ -359,16 +289,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--entries", action="store_true", help="also list entries (id, embeddings, label, expiry)")
     p.set_defaults(func=cmd_show)
 
-    p = wsub.add_parser("publish", help="publish a bundle to the broker (retained, QoS 1)")
-    p.add_argument("bundle", type=Path)
-    p.add_argument("--broker", required=True, help="HOST:PORT")
-    p.add_argument("--ca", type=Path, help="CA certificate (enables TLS)")
-    p.add_argument("--cert", type=Path, help="client certificate")
-    p.add_argument("--key", type=Path, help="client certificate key")
-    p.add_argument("--username", help="MQTT username")
-    p.add_argument("--password-file", type=Path, help="file holding the MQTT password")
-    p.add_argument("--previous-wait", type=float, default=1.0, help="seconds to wait for the retained manifest")
-    p.set_defaults(func=cmd_publish)
+    from edge.operator.watchlist_publish import add_arguments
+
+    p = wsub.add_parser("publish", help="verify a bundle, then publish it to the broker (retained, QoS 1)")
+    add_arguments(p)
 
     p = wsub.add_parser("apply", help="apply a bundle to this device's store directly (no broker)")
     p.add_argument("bundle", type=Path)

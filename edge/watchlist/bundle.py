@@ -41,8 +41,8 @@ DTYPES: dict[str, np.dtype[Any]] = {"float16": np.dtype("<f2"), "float32": np.dt
 MAX_INT = 2**63 - 1  # SQLite's INTEGER range: a larger signed number must be refused, not overflow the store
 KEY_ID_RE = re.compile(r"[0-9a-f]{0,64}")
 MAX_SPACE_LEN = 256
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-ENTRY_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+NAME_RE = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")  # \Z: `$` would accept a trailing newline
+ENTRY_ID_RE = re.compile(r"\A[A-Za-z0-9_.:@-]{1,128}\Z")
 
 
 class BundleError(EdgeError):
