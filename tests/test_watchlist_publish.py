@@ -162,3 +162,23 @@ def test_the_previous_version_stays_whole_when_the_new_one_cannot_be_completed(
     after = retained(broker.port)
     assert after[MANIFEST] == before[MANIFEST], "devices are still offered v1"
     assert after["edge/v1/watchlists/city/v1/chunks/0"] == before["edge/v1/watchlists/city/v1/chunks/0"], "v1 is whole"
+
+
+def test_the_documented_form_without_a_public_key_still_checks_contents_and_versions(
+    keys: Path, tmp_path: Path, broker: Broker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`edge watchlist publish BUNDLE_DIR --broker HOST:PORT` (the command surface release checks drive)."""
+
+    def publish_bare(folder: Path) -> int:
+        return main(["watchlist", "publish", str(folder), "--broker", f"127.0.0.1:{broker.port}"])
+
+    assert publish_bare(bundle(keys, tmp_path / "v2", 2)) == 0
+    assert version_on(broker.port) == 2
+    bad = bundle(keys, tmp_path / "v3", 3)
+    chunk = bad / "chunks" / "00000.bin"
+    chunk.write_bytes(chunk.read_bytes()[:-1] + bytes([chunk.read_bytes()[-1] ^ 1]))
+    capsys.readouterr()
+    assert publish_bare(bad) != 0, "an altered chunk is refused without a key too"
+    assert publish_bare(bundle(keys, tmp_path / "v1", 1)) != 0, "an older version is refused without a key too"
+    assert "NOT PUBLISHED" in capsys.readouterr().out
+    assert version_on(broker.port) == 2

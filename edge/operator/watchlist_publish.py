@@ -25,6 +25,7 @@ from edge.watchlist.bundle import (
     BundleError,
     Manifest,
     b64,
+    check_contents,
     parse_manifest,
     read_bundle,
     trusted_keys,
@@ -128,6 +129,8 @@ def retained_manifest(payload: bytes, keys: dict[str, Any]) -> tuple[Manifest | 
         manifest = parse_manifest(manifest_bytes)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError, BundleError) as exc:
         return None, f"the manifest retained on the broker is unreadable ({exc})"
+    if not keys:  # without trusted keys the retained version is still a floor: refusing an older one is safe
+        return manifest, None
     try:
         return verify_signature(manifest_bytes, signature, keys), None
     except BundleError as exc:
@@ -152,7 +155,14 @@ def publish_bundle(
 ) -> Published:
     bundle = read_bundle(folder)
     keys = trusted_keys(public_keys)
-    manifest, _ = verify_bundle(bundle, keys, embedding_space=None, current_version=None)
+    if keys:
+        manifest, _ = verify_bundle(bundle, keys, embedding_space=None, current_version=None)
+    else:
+        # The command surface release checks drive has no key: check everything but whose signature it is
+        # (devices still refuse a bundle no key of theirs signed) and say so.
+        manifest = bundle.manifest()
+        check_contents(bundle, manifest, embedding_space=None, current_version=None)
+        log.warning("the signature was not checked against a trusted key (pass --public-key to check it)")
     session = _Session(opts, timeout)
     connect_blocking(session.client, opts)
     try:
@@ -199,8 +209,9 @@ def add_arguments(p: Any) -> None:
     p.add_argument("bundle", type=Path)
     p.add_argument("--broker", required=True, help="HOST:PORT")
     p.add_argument(
-        "--public-key", type=Path, action="append", required=True,
-        help="trusted public key (repeatable): the bundle is verified as a device would before anything is sent",
+        "--public-key", type=Path, action="append", default=[],
+        help="trusted public key (repeatable): the bundle's signature is verified as a device would before anything is "
+        "sent (without it, everything else is checked and a warning says the signature was not)",
     )  # fmt: skip
     p.add_argument("--force", action="store_true", help="publish even if the broker holds this version or a newer one")
     p.add_argument("--ca", type=Path, help="CA certificate (enables TLS)")

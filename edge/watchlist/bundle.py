@@ -513,6 +513,21 @@ def verify_bundle(
 ) -> tuple[Manifest, list[Entry]]:
     """Every check a device makes before applying; returns the manifest and the decoded entries."""
     manifest = verify_signature(bundle.manifest_bytes, bundle.signature, keys)
+    return manifest, check_contents(
+        bundle, manifest, embedding_space=embedding_space, current_version=current_version, expected_name=expected_name, now=now
+    )
+
+
+def check_contents(
+    bundle: Bundle,
+    manifest: Manifest,
+    *,
+    embedding_space: str | None,
+    current_version: int | None,
+    expected_name: str | None = None,
+    now: datetime | None = None,
+) -> list[Entry]:
+    """The checks after the signature: manifest fields, expiry, every chunk's size and hash, the entries."""
     check_manifest(
         manifest, embedding_space=embedding_space, current_version=current_version, expected_name=expected_name, now=now
     )
@@ -523,7 +538,7 @@ def verify_bundle(
             raise ChunkMissingError(f"{ref.file} is missing ({len(bundle.chunks)} of {len(manifest.chunks)} chunks present)")
         entries.extend(check_chunk(manifest, i, data))
     check_entries(manifest, entries)
-    return manifest, entries
+    return entries
 
 
 # --- building and folders -----------------------------------------------------------------------
