@@ -19,7 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge.detect import LEFT_EYE, MOUTH, NOSE, RIGHT_EYE
+from edge.detectors.blazeface import LEFT_EYE, MOUTH, NOSE, RIGHT_EYE
 from edge.errors import AlignmentError
 
 # ArcFace / InsightFace 112×112 five-point template: eyes, nose, mouth corners.

@@ -16,7 +16,8 @@ import numpy as np
 
 from edge.align import align_face
 from edge.config import RecognitionSettings
-from edge.detect import BlazeFaceDetector, Detection, Detector, Region
+from edge.detectors.base import Detection, Detector, Region
+from edge.detectors.blazeface import BlazeFaceDetector
 from edge.embed import Embedder, TFLiteEmbedder
 from edge.models import ModelManifest, load_manifest
 from edge.quality import Quality, QualityGate, measure

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from edge.detect import LEFT_EAR, LEFT_EYE, NOSE, RIGHT_EAR, RIGHT_EYE, Detection
+from edge.detectors.base import Detection
+from edge.detectors.blazeface import LEFT_EAR, LEFT_EYE, NOSE, RIGHT_EAR, RIGHT_EYE
 
 
 @dataclass(frozen=True)

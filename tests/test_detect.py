@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from edge.analyze import FaceAnalyser
-from edge.detect import LEFT_EYE, MOUTH, NOSE, RIGHT_EYE, BlazeFaceDetector, nms_detections
+from edge.detectors.base import nms_detections
+from edge.detectors.blazeface import LEFT_EYE, MOUTH, NOSE, RIGHT_EYE, BlazeFaceDetector
 from edge.sources import load_image
 from tests.conftest import rows
 
@@ -100,7 +101,7 @@ def test_scaling_the_frame_scales_the_box(analyser: FaceAnalyser, faces_dir: Pat
 
 def test_duplicate_detections_from_overlapping_passes_merge_into_one(analyser: FaceAnalyser, faces_dir: Path) -> None:
     d = analyser.detector.detect(load_image(faces_dir / OBAMA))[0]
-    from edge.detect import Detection
+    from edge.detectors.base import Detection
 
     shifted = Detection(box=d.box + np.array([3, 2, 0, 0]), keypoints=d.keypoints, score=d.score - 0.1)
     merged = nms_detections([shifted, d], 0.3)

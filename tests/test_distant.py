@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from edge.analyze import FaceAnalyser
-from edge.detect import BlazeFaceDetector, Detection
+from edge.detectors.base import Detection
+from edge.detectors.blazeface import BlazeFaceDetector
 from edge.measure.protocol import read_manifest
 from edge.measure.scenes import build_distant_set, build_nonface_scenes, place_face
 from edge.runtime import resize_input_flatbuffer

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from edge.config import RecognitionSettings
-from edge.detect import BlazeFaceDetector
+from edge.detectors.blazeface import BlazeFaceDetector
 from edge.measure.protocol import read_manifest
 from edge.measure.scenes import build_distant_set, build_nonface_scenes
 from edge.models import load_manifest

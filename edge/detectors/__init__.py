@@ -1,0 +1,1 @@
+"""Face detector plugins: one module per model family, sharing ``base`` (interface, Reach, NMS)."""
