@@ -24,7 +24,7 @@ EXTRA_REAL_FACES = {OBAMA_AND_BIDEN: 1}
 
 def test_a_face_is_found_in_every_labelled_photo(analyser: FaceAnalyser, faces_dir: Path) -> None:
     det = analyser.detector
-    missed = [r["path"] for r in rows("faces.csv") if not det.detect(load_image(faces_dir / r["path"]), largest_only=True)]
+    missed = [r["path"] for r in rows("faces.csv") if not det.detect(load_image(faces_dir / r["path"]))]
     assert missed == []
 
 
@@ -56,13 +56,13 @@ def test_faces_that_fill_the_frame_are_found(analyser: FaceAnalyser, faces_dir: 
     missed = []
     for r in rows("faces.csv")[::3]:
         img = load_image(faces_dir / r["path"])
-        d = max(analyser.detector.detect(img, largest_only=True), key=lambda d: d.area)
+        d = max(analyser.detector.detect(img), key=lambda d: d.area)
         x, y, w, h = d.box
         crop = img[
             int(max(0, y - margin * h)) : int(y + h * (1 + margin)),
             int(max(0, x - margin * w)) : int(x + w * (1 + margin)),
         ]
-        if not analyser.detector.detect(crop, largest_only=True):
+        if not analyser.detector.detect(crop):
             missed.append(r["path"])
     assert missed == []
 

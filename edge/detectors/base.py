@@ -35,11 +35,9 @@ class Detector(Protocol):
 
     name: str
 
-    def detect(
-        self, image: np.ndarray, regions: Sequence[Region] | None = None, *, largest_only: bool = False
-    ) -> list[Detection]:
-        """Faces in ``image``; ``regions`` ([x, y, w, h]) limit the search for small faces; ``largest_only``
-        allows skipping work that can only find smaller faces than one already found."""
+    def detect(self, image: np.ndarray, regions: Sequence[Region] | None = None) -> list[Detection]:
+        """Faces in ``image``; ``regions`` ([x, y, w, h]) limit the search for small faces. Every pass always
+        runs: a large face found (perhaps a false one: an animal, a poster) never stands in for a small real one."""
         ...
 
 

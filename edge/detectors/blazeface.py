@@ -99,16 +99,14 @@ class BlazeFaceDetector:
         if len(base.anchors) != shapes[self._reg_pos][1]:
             raise ValueError(f"{self.name}: {len(base.anchors)} anchors for {shapes[self._reg_pos][1]} outputs")
 
-    def detect(
-        self, image: np.ndarray, regions: Sequence[Region] | None = None, *, largest_only: bool = False
-    ) -> list[Detection]:
+    def detect(self, image: np.ndarray, regions: Sequence[Region] | None = None) -> list[Detection]:
         h, w = image.shape[:2]
         scale = self.reach.fine_scale(w, h)
         base = self._passes[self.size, self.size]
         # The full-frame pass keeps OpenCV's area averaging: its keypoints are what alignment was tuned on.
         faces = self._run(image, (0, 0, w, h), self.size / max(h, w), base, self.score_threshold, area=True)
         # The fine pass only adds faces smaller than any the full-frame pass finds.
-        if scale is not None and not (largest_only and faces):
+        if scale is not None:
             coarse_min = self.reach.full_frame_min(w, h)
             for region in regions or [(0, 0, w, h)]:
                 # Faces the full-frame pass also sees come with good keypoints already.
@@ -137,21 +135,26 @@ class BlazeFaceDetector:
         At 15 input pixels a face's keypoints are coarse; on a crop around it, enlarged so the face is
         ~48 px of the 192 input, they land within a pixel or two of where they are on a large face.
         """
-        x, y, fw, fh = (float(v) for v in face.box)
-        scale = REFINE_FACE_PX / max(fw, 1.0)
+        # A low bar: this only re-measures a face already found, it never adds one.
+        best = self.redetect(image, face.box, 0.3)
+        if best is None:
+            return face
+        return Detection(box=best.box, keypoints=best.keypoints, score=face.score)
+
+    def redetect(self, image: np.ndarray, box: np.ndarray, threshold: float, face_px: float = REFINE_FACE_PX) -> Detection | None:
+        """The best face at least ``threshold`` centred on ``box`` ([x, y, w, h]), the crop enlarged so it is
+        ``face_px`` wide at the input; None when there is none. Also how another detector's faces are confirmed."""
+        x, y, fw, fh = (float(v) for v in box)
+        scale = face_px / max(fw, 1.0)
         side = self.size / scale
         cx, cy = x + fw / 2, y + fh / 2
         h, w = image.shape[:2]
         x0, y0 = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
         x1, y1 = min(w, int(cx + side / 2)), min(h, int(cy + side / 2))
         base = self._passes[self.size, self.size]
-        # A low bar: this only re-measures a face already found, it never adds one.
-        again = self._run(image, (x0, y0, x1 - x0, y1 - y0), scale, base, 0.3, centre=True, area=True)
+        again = self._run(image, (x0, y0, x1 - x0, y1 - y0), scale, base, threshold, centre=True, area=True)
         near = [d for d in again if (np.abs(d.box[:2] + d.box[2:] / 2 - (cx, cy)) < fw / 2).all()]
-        if not near:
-            return face
-        best = max(near, key=lambda d: d.score)
-        return Detection(box=best.box, keypoints=best.keypoints, score=face.score)
+        return max(near, key=lambda d: d.score) if near else None
 
     def _pass(self, height: int, width: int) -> _Pass:
         key = (height, width)
