@@ -62,17 +62,17 @@ def reference_boxes(
 def camera(scene: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
     """``scene`` as a modest camera records it: contrast, blur, noise; and the JPEG quality to save it at."""
     img = scene.astype(np.float32)
-    if rng.random() < 0.5:  # low contrast (haze, backlight): squeeze around the mean, lift the blacks
-        k = float(rng.uniform(0.55, 0.85))
-        img = (img - img.mean()) * k + img.mean() + float(rng.uniform(-10, 25))
-    if rng.random() < 0.5:  # slight motion blur: a short line kernel in a random direction
-        length = int(rng.integers(2, 6))
-        kernel = np.zeros((length * 2 + 1, length * 2 + 1), np.float32)
+    if rng.random() < 0.3:  # low contrast (haze, backlight): squeeze around the mean, lift the blacks
+        k = float(rng.uniform(0.7, 0.9))
+        img = (img - img.mean()) * k + img.mean() + float(rng.uniform(-5, 15))
+    if rng.random() < 0.3:  # slight motion blur: a line kernel 2-3 px long in a random direction
+        length = float(rng.uniform(1.0, 1.5))
+        kernel = np.zeros((5, 5), np.float32)
         angle = float(rng.uniform(0, np.pi))
         dx, dy = np.cos(angle) * length, np.sin(angle) * length
-        cv2.line(kernel, (round(length - dx), round(length - dy)), (round(length + dx), round(length + dy)), 1.0, 1)
+        cv2.line(kernel, (round(2 - dx), round(2 - dy)), (round(2 + dx), round(2 + dy)), 1.0, 1)
         img = np.asarray(cv2.filter2D(img, -1, kernel / kernel.sum()), dtype=np.float32)
-    img += rng.normal(0.0, float(rng.uniform(1.5, 6.0)), img.shape).astype(np.float32)  # sensor noise
+    img += rng.normal(0.0, float(rng.uniform(1.0, 4.0)), img.shape).astype(np.float32)  # sensor noise
     return np.clip(img, 0, 255).astype(np.uint8), int(rng.integers(70, 96))
 
 

@@ -51,7 +51,8 @@ def entry(digest: str, size: int) -> dict[str, Any]:
             "built_by": BUILT_BY,
             "tools": "torch 2.13.0 (CPU), litert-torch 0.10.0, ai-edge-quantizer 0.10.0",
         },
-        "licence": "BSD-3-Clause (libfacedetection licence, Copyright (c) 2018-2025 Shiqi Yu; reproduced in docs/models.md)",
+        "licence": "BSD-3-Clause (libfacedetection licence, Copyright (c) 2018-2021 and 2023-2025 Shiqi Yu; "
+        "reproduced in docs/models.md)",
         "training_data": "WIDER FACE, per libfacedetection's README",
         "precision": "float16 weights, float32 compute",
         "input": {
