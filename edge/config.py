@@ -31,8 +31,8 @@ class _Section(BaseModel):
 
 class DetectorSettings(_Section):
     model: str = Field(
-        "blazeface-full-range",
-        description="Detector model from models/manifest.json: yunet (small faces, 5 landmarks), "
+        "yunet",
+        description="Detector model from models/manifest.json: yunet (small, distant faces; 5 landmarks), "
         "blazeface-full-range (up to ~5 m) or blazeface-short-range (within ~2 m).",
     )
     score_threshold: float | None = Field(

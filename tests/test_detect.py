@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edge.analyze import FaceAnalyser
+from edge.config import RecognitionSettings
 from edge.detectors.base import nms_detections
 from edge.detectors.blazeface import LEFT_EYE, MOUTH, NOSE, RIGHT_EYE, BlazeFaceDetector
 from edge.sources import load_image
@@ -20,6 +21,12 @@ DISTANT_GROUP = "compreface/CompreFace__embedding-calculator__sample_images__016
 # edge is a real third face, which the fine pass finds.
 OBAMA_AND_BIDEN = "face_recognition/face_recognition__examples__knn_examples__test__obama_and_biden_jpg.jpg"
 EXTRA_REAL_FACES = {OBAMA_AND_BIDEN: 1}
+
+
+@pytest.fixture(scope="module")
+def analyser() -> FaceAnalyser:
+    """BlazeFace's own behaviour, whichever detector is the default (YuNet's: tests/test_yunet.py)."""
+    return FaceAnalyser.from_settings(RecognitionSettings(accelerator="cpu", detector={"model": "blazeface-full-range"}))  # type: ignore[arg-type]
 
 
 def test_a_face_is_found_in_every_labelled_photo(analyser: FaceAnalyser, faces_dir: Path) -> None:
