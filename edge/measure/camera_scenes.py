@@ -45,7 +45,7 @@ class Source:
 
 
 def reference_boxes(
-    samples: list[Sample], table: dict[str, tuple[float, float, float, float] | None], root: Path
+    samples: list[Sample], table: Mapping[str, tuple[float, float, float, float] | None], root: Path
 ) -> list[Source]:
     """Each sample with its reference box (``table`` keyed by path relative to ``root``), or the fallback box."""
     out = []
