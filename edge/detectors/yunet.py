@@ -52,7 +52,10 @@ class YuNetSettings(BaseModel):
         "verify_face_px wide): YuNet alone fires on face-like objects (a headlight, an animal); empty = no check.",
     )
     verify_score: float | None = Field(
-        None, ge=0.05, le=0.99, description="Confirming detector's score a face needs; empty = that model's calibrated value."
+        None,
+        ge=0.05,
+        le=0.99,
+        description="Confirming detector's score a face needs; empty = the yunet manifest entry's verify_score.",
     )
     verify_face_px: float = Field(48.0, ge=16, le=128, description="Face width (input pixels) at which faces are confirmed.")
 
@@ -128,9 +131,12 @@ class YuNetDetector:
         self.reach = Reach.of(extra, self.full_frame_px, min_face_px)
         self.verifier = verifier
         self.verify_face_px = settings.verify_face_px
-        self.verify_score = settings.verify_score if settings.verify_score is not None else None
+        # The bar: configured, else the manifest's (measured for this pairing), else the verifier's own threshold.
+        listed = extra.get("verify_score")
+        self.verify_score = settings.verify_score if settings.verify_score is not None else listed
         if verifier is not None and self.verify_score is None:
             self.verify_score = verifier.score_threshold
+        self.verify_score = None if self.verify_score is None else float(self.verify_score)
         self._models: dict[tuple[int, int], LoadedModel] = {(int(model.input_shape[1]), int(model.input_shape[2])): model}
 
     def detect(self, image: np.ndarray, regions: Sequence[Region] | None = None) -> list[Detection]:

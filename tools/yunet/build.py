@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     new = entry(digest, len(data))
     # Values measured or calibrated after the build (thresholds, reach) stay as the manifest has them.
-    keep = ("score_threshold", "retry_score_threshold", "nms_iou", "min_face_input_px", "note")
+    keep = ("score_threshold", "retry_score_threshold", "nms_iou", "min_face_input_px", "verify_score", "note", "verify_note")
     manifest["models"][NAME] = new | {k: old[k] for k in keep if old is not None and k in old}
     (MODELS / FILE).write_bytes(data)
     MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
