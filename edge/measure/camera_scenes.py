@@ -190,7 +190,7 @@ def build_camera_set(
                 other = sources[int(rng.integers(len(sources)))]
                 if other.sample.identity == src.sample.identity:
                     continue
-                px = float(rng.uniform(min(24.0, min_px), 0.8 * face_px))
+                px = float(rng.uniform(min(24.0, min_px), 0.6 * face_px))  # clearly smaller: box shapes vary by person
                 placed.append((place_whole(scene, load_image(other.sample.path), other.box, px, rng), "other"))
         if variant == "patch":
             box = np.array(src.box, dtype=np.float64)
