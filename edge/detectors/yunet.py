@@ -39,7 +39,7 @@ class YuNetSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     full_frame_px: int = Field(
-        640,
+        320,
         ge=160,
         le=1920,
         description="Longest input side (pixels, rounded up to a multiple of 32) of the pass that sees the whole "
