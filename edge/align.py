@@ -2,7 +2,9 @@
 
 BlazeFace gives eyes, nose tip and mouth centre (no mouth corners), so those four points
 are fitted to the template by a least-squares similarity (Umeyama): rotation, uniform scale
-and shift, no shear, so the face keeps its proportions. The warp reads the full-resolution
+and shift, no shear, so the face keeps its proportions. YuNet gives ArcFace's own five points
+(eyes, nose tip, mouth corners): on ``arcface-112`` they are fitted directly; on a template
+known only for four points the mouth corners' midpoint stands in for the mouth centre. The warp reads the full-resolution
 frame, never a shrunken one. Each embedder names its template in the model manifest
 (``input.alignment``):
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge.detect import LEFT_EYE, MOUTH, NOSE, RIGHT_EYE
+from edge.detectors import blazeface, yunet
 from edge.errors import AlignmentError
 
 # ArcFace / InsightFace 112×112 five-point template: eyes, nose, mouth corners.
@@ -62,8 +64,19 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def alignment_points(keypoints: np.ndarray) -> np.ndarray:
-    """The four BlazeFace keypoints used for alignment, in template order."""
-    return np.asarray(keypoints)[[RIGHT_EYE, LEFT_EYE, NOSE, MOUTH]]
+    """Eyes, nose tip and mouth centre in template order, from BlazeFace's 6 keypoints or YuNet's 5."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    if len(kp) == 5:
+        mouth = (kp[yunet.RIGHT_MOUTH] + kp[yunet.LEFT_MOUTH]) / 2
+        return np.vstack([kp[[yunet.RIGHT_EYE, yunet.LEFT_EYE, yunet.NOSE]], mouth])
+    return kp[[blazeface.RIGHT_EYE, blazeface.LEFT_EYE, blazeface.NOSE, blazeface.MOUTH]]
+
+
+def fit(keypoints: np.ndarray, alignment: str, size: int) -> np.ndarray:
+    """The 2x3 similarity putting ``keypoints`` on the ``alignment`` template at ``size`` pixels."""
+    if len(keypoints) == 5 and alignment == "arcface-112":
+        return similarity_transform(np.asarray(keypoints, dtype=np.float64), ARCFACE_112 * (size / CROP_SIZE))
+    return similarity_transform(alignment_points(keypoints), template(alignment, size))
 
 
 def template(alignment: str, size: int) -> np.ndarray:
@@ -77,7 +90,7 @@ def template(alignment: str, size: int) -> np.ndarray:
 
 def align_face(image: np.ndarray, keypoints: np.ndarray, size: int = CROP_SIZE, alignment: str = DEFAULT_ALIGNMENT) -> np.ndarray:
     """The face warped onto the ``alignment`` template: an RGB uint8 ``size``×``size`` crop."""
-    m = similarity_transform(alignment_points(keypoints), template(alignment, size))
+    m = fit(keypoints, alignment, size)
     scale = float(np.hypot(m[0, 0], m[0, 1]))
     # Shrinking a large face by a big factor with bilinear sampling aliases; pre-blur by area first.
     if scale < 0.5:

@@ -16,11 +16,12 @@ import numpy as np
 
 from edge.align import align_face
 from edge.config import RecognitionSettings
-from edge.detect import BlazeFaceDetector, Detection, Detector, Region
+from edge.detectors import create_detector
+from edge.detectors.base import Detection, Detector, Region
 from edge.embed import Embedder, TFLiteEmbedder
 from edge.models import ModelManifest, load_manifest
 from edge.quality import Quality, QualityGate, measure
-from edge.runtime import load_model
+from edge.runtime import LoadedModel, load_model
 from edge.sources import check_frame
 from edge.threshold import ThresholdPolicy
 
@@ -59,19 +60,11 @@ class FaceAnalyser:
     @classmethod
     def from_settings(cls, settings: RecognitionSettings) -> FaceAnalyser:
         manifest = load_manifest(settings.models_dir)
-        det_model = load_model(
-            manifest,
-            settings.detector.model,
-            kind="detector",
-            accelerator=settings.accelerator,
-            threads=settings.threads,
-        )
-        detector = BlazeFaceDetector(
-            det_model,
-            score_threshold=settings.detector.score_threshold,
-            close_face_retry=settings.detector.close_face_retry,
-            min_face_px=settings.detector.min_face_px,
-        )
+
+        def load_detector(name: str) -> LoadedModel:
+            return load_model(manifest, name, kind="detector", accelerator=settings.accelerator, threads=settings.threads)
+
+        detector = create_detector(load_detector(settings.detector.model), settings.detector, load_detector)
         emb_model = load_model(
             manifest, settings.embedder, kind="embedder", accelerator=settings.accelerator, threads=settings.threads
         )
@@ -105,7 +98,7 @@ class FaceAnalyser:
         """
         image = check_frame(image)
         t = time.perf_counter()
-        detections = self.detector.detect(image, regions, largest_only=largest_only)
+        detections = self.detector.detect(image, regions)
         t = self._timed("detect", t)
         if largest_only and detections:
             detections = [max(detections, key=lambda d: d.area)]

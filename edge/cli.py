@@ -24,7 +24,7 @@ log = logging.getLogger("edge")
 def _recognition_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="device config (TOML); its [recognition] section is used")
     p.add_argument("--embedder", help="embedder from models/manifest.json (default: the config's, else mobilefacenet)")
-    p.add_argument("--detector", help="detector from models/manifest.json (default: blazeface-full-range)")
+    p.add_argument("--detector", help="detector from models/manifest.json (default: the config's, else yunet)")
     p.add_argument("--accelerator", choices=["auto", "cpu", "edgetpu"], help="where models run (default: auto)")
     p.add_argument("--threads", type=int, help="CPU threads per model (default: 2)")
 

@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from edge.detectors.yunet import YuNetSettings
 from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,9 @@ class _Section(BaseModel):
 
 class DetectorSettings(_Section):
     model: str = Field(
-        "blazeface-full-range",
-        description="Detector model from models/manifest.json: blazeface-full-range (up to ~5 m) or "
-        "blazeface-short-range (within ~2 m).",
+        "yunet",
+        description="Detector model from models/manifest.json: yunet (small, distant faces; 5 landmarks), "
+        "blazeface-full-range (up to ~5 m) or blazeface-short-range (within ~2 m).",
     )
     score_threshold: float | None = Field(
         None,
@@ -55,6 +56,7 @@ class DetectorSettings(_Section):
         "(at 1080p it sees ~160 px and up), a fine pass runs the detector at native resolution, on the whole frame "
         "or on the camera's `regions`; smaller values cost more time. Empty = full-frame pass only.",
     )
+    yunet: YuNetSettings = Field(default_factory=YuNetSettings, description="Settings of the yunet detector.")
 
 
 class QualitySettings(_Section):

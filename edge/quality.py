@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from edge.detect import LEFT_EAR, LEFT_EYE, NOSE, RIGHT_EAR, RIGHT_EYE, Detection
+from edge.detectors import blazeface, yunet
+from edge.detectors.base import Detection
 
 
 @dataclass(frozen=True)
@@ -28,17 +29,21 @@ class Quality:
 
 
 def estimate_yaw(keypoints: np.ndarray) -> float:
-    """Rough yaw from where the nose sits between the ears (falls back to the eyes)."""
+    """Rough yaw from where the nose sits between the ears (BlazeFace; falls back to the eyes) or the eyes (YuNet)."""
     kp = np.asarray(keypoints, dtype=np.float64)
-    right, left = kp[RIGHT_EAR], kp[LEFT_EAR]
-    span = left[0] - right[0]
-    if abs(span) < 1e-6:
-        right, left = kp[RIGHT_EYE], kp[LEFT_EYE]
-        span = left[0] - right[0]
-        if abs(span) < 1e-6:
-            return 90.0
-    # Nose offset from the ear midpoint as a share of half the span ~ sin(yaw).
-    ratio = (kp[NOSE][0] - (right[0] + left[0]) / 2.0) / (abs(span) / 2.0)
+    if len(kp) == 5:
+        # No ears: the ears are about twice as far apart as the eyes, so half the ear span ~ the eye span.
+        right, left, nose = kp[yunet.RIGHT_EYE], kp[yunet.LEFT_EYE], kp[yunet.NOSE]
+        half = abs(left[0] - right[0])
+    else:
+        right, left, nose = kp[blazeface.RIGHT_EAR], kp[blazeface.LEFT_EAR], kp[blazeface.NOSE]
+        if abs(left[0] - right[0]) < 1e-6:
+            right, left = kp[blazeface.RIGHT_EYE], kp[blazeface.LEFT_EYE]
+        half = abs(left[0] - right[0]) / 2.0
+    if half < 1e-6:
+        return 90.0
+    # Nose offset from the midpoint as a share of half the span ~ sin(yaw).
+    ratio = (nose[0] - (right[0] + left[0]) / 2.0) / half
     return float(np.degrees(np.arcsin(np.clip(ratio, -1.0, 1.0))))
 
 

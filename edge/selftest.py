@@ -93,7 +93,7 @@ def check_camera(s: Settings) -> Result:
 
 
 def check_framing(s: Settings) -> Result:
-    from edge.detect import Reach
+    from edge.detectors.base import Reach
     from edge.models import load_manifest
 
     spec = load_manifest(s.recognition.models_dir).get(s.recognition.detector.model, "detector")

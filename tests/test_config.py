@@ -15,7 +15,7 @@ def test_a_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
     cfg.write_text('device_id = "pole-17"\n[recognition]\nembedder = "mobilefacenet"\n')
     s = load_settings(cfg)
     assert s.device_id == "pole-17"
-    assert s.recognition.detector.model == "blazeface-full-range"
+    assert s.recognition.detector.model == "yunet"
     assert s.recognition.accelerator == "auto"
 
 

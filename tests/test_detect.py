@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from edge.analyze import FaceAnalyser
-from edge.detect import LEFT_EYE, MOUTH, NOSE, RIGHT_EYE, BlazeFaceDetector, nms_detections
+from edge.config import RecognitionSettings
+from edge.detectors.base import nms_detections
+from edge.detectors.blazeface import LEFT_EYE, MOUTH, NOSE, RIGHT_EYE, BlazeFaceDetector
 from edge.sources import load_image
 from tests.conftest import rows
 
@@ -21,9 +23,15 @@ OBAMA_AND_BIDEN = "face_recognition/face_recognition__examples__knn_examples__te
 EXTRA_REAL_FACES = {OBAMA_AND_BIDEN: 1}
 
 
+@pytest.fixture(scope="module")
+def analyser() -> FaceAnalyser:
+    """BlazeFace's own behaviour, whichever detector is the default (YuNet's: tests/test_yunet.py)."""
+    return FaceAnalyser.from_settings(RecognitionSettings(accelerator="cpu", detector={"model": "blazeface-full-range"}))  # type: ignore[arg-type]
+
+
 def test_a_face_is_found_in_every_labelled_photo(analyser: FaceAnalyser, faces_dir: Path) -> None:
     det = analyser.detector
-    missed = [r["path"] for r in rows("faces.csv") if not det.detect(load_image(faces_dir / r["path"]), largest_only=True)]
+    missed = [r["path"] for r in rows("faces.csv") if not det.detect(load_image(faces_dir / r["path"]))]
     assert missed == []
 
 
@@ -55,13 +63,13 @@ def test_faces_that_fill_the_frame_are_found(analyser: FaceAnalyser, faces_dir: 
     missed = []
     for r in rows("faces.csv")[::3]:
         img = load_image(faces_dir / r["path"])
-        d = max(analyser.detector.detect(img, largest_only=True), key=lambda d: d.area)
+        d = max(analyser.detector.detect(img), key=lambda d: d.area)
         x, y, w, h = d.box
         crop = img[
             int(max(0, y - margin * h)) : int(y + h * (1 + margin)),
             int(max(0, x - margin * w)) : int(x + w * (1 + margin)),
         ]
-        if not analyser.detector.detect(crop, largest_only=True):
+        if not analyser.detector.detect(crop):
             missed.append(r["path"])
     assert missed == []
 
@@ -100,7 +108,7 @@ def test_scaling_the_frame_scales_the_box(analyser: FaceAnalyser, faces_dir: Pat
 
 def test_duplicate_detections_from_overlapping_passes_merge_into_one(analyser: FaceAnalyser, faces_dir: Path) -> None:
     d = analyser.detector.detect(load_image(faces_dir / OBAMA))[0]
-    from edge.detect import Detection
+    from edge.detectors.base import Detection
 
     shifted = Detection(box=d.box + np.array([3, 2, 0, 0]), keypoints=d.keypoints, score=d.score - 0.1)
     merged = nms_detections([shifted, d], 0.3)

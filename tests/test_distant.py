@@ -9,13 +9,21 @@ import numpy as np
 import pytest
 
 from edge.analyze import FaceAnalyser
-from edge.detect import BlazeFaceDetector, Detection
+from edge.config import RecognitionSettings
+from edge.detectors.base import Detection
+from edge.detectors.blazeface import BlazeFaceDetector
 from edge.measure.protocol import read_manifest
 from edge.measure.scenes import build_distant_set, build_nonface_scenes, place_face
 from edge.runtime import resize_input_flatbuffer
 from edge.sources import load_image
 
 SCENES = 8
+
+
+@pytest.fixture(scope="module")
+def analyser() -> FaceAnalyser:
+    """BlazeFace's own behaviour, whichever detector is the default (YuNet's: tests/test_yunet.py)."""
+    return FaceAnalyser.from_settings(RecognitionSettings(accelerator="cpu", detector={"model": "blazeface-full-range"}))  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")

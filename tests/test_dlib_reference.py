@@ -53,7 +53,8 @@ def test_the_int8_model_stays_close_to_dlib(reference: list[ReferenceFace]) -> N
 
 
 def test_blazeface_alignment_reproduces_dlibs_chip_geometry(reference: list[ReferenceFace]) -> None:
-    detector = FaceAnalyser.from_settings(RecognitionSettings(embedder="dlib-resnet", accelerator="cpu")).detector
+    settings = RecognitionSettings(embedder="dlib-resnet", accelerator="cpu", detector={"model": "blazeface-full-range"})  # type: ignore[arg-type]
+    detector = FaceAnalyser.from_settings(settings).detector
     errors = []
     for face in reference:
         det = max(detector.detect(face.image), key=lambda d: d.area)

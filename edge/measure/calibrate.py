@@ -12,7 +12,9 @@ from group photos of people not in the labelled set. The base threshold is the l
 so a heavy tail cannot hide behind the Gaussian fit. Small faces, whose impostor scores
 spread higher, get their own raises computed the same way: distant faces (each face placed
 at 36 and 52 px in a full-HD scene and found there by the detector's fine pass, as a pole
-camera sees passers-by) for faces under 64 px, and faces shrunk to 24 px for under 32 px.
+camera sees passers-by; once clean and once as a modest camera records it: noise, slight blur,
+low contrast, JPEG 70-95, see ``camera_scenes.camera``) for faces under 64 px, and faces shrunk
+to 24 px for under 32 px.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import cv2
 import numpy as np
 
 from edge.analyze import FaceAnalyser
+from edge.measure.camera_scenes import camera
 from edge.measure.protocol import read_manifest
 from edge.measure.scenes import place_face
 from edge.sources import load_image
@@ -40,12 +43,17 @@ DISTANT_FACE_PX = 64.0
 DISTANT_SIZES = (36, 52)
 
 
-def distant_scene(image: np.ndarray, box: np.ndarray, face_px: float, seed: int) -> np.ndarray:
-    """``image``'s face placed ``face_px`` wide in a plain, slightly noisy 1920x1080 scene."""
+def distant_scene(image: np.ndarray, box: np.ndarray, face_px: float, seed: int, *, recorded: bool = False) -> np.ndarray:
+    """``image``'s face placed ``face_px`` wide in a plain, slightly noisy 1920x1080 scene; ``recorded``: then
+    degraded and JPEG-encoded as a camera would."""
     rng = np.random.default_rng(seed)
     scene = rng.integers(90, 130, size=(1080, 1920, 3), dtype=np.uint8)
     place_face(scene, image, box, face_px, rng)
-    return scene
+    if not recorded:
+        return scene
+    scene, quality = camera(scene, rng)
+    ok, jpeg = cv2.imencode(".jpg", scene, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return np.asarray(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)) if ok else scene
 
 
 def degrade(image: np.ndarray, box: np.ndarray) -> dict[str, np.ndarray]:
@@ -108,6 +116,7 @@ def calibrate(analyser: FaceAnalyser, faces: Path, impostor_photos: list[Path], 
         probes.setdefault("original", []).append((i, found[0].embedding))
         box = found[0].detection.box
         scenes = {f"distant{px}": distant_scene(image, box, px, i) for px in DISTANT_SIZES}
+        scenes |= {f"camera{px}": distant_scene(image, box, px, i, recorded=True) for px in DISTANT_SIZES}
         for kind, img in {**degrade(image, box), **scenes}.items():
             degraded = analyser.analyse(img, largest_only=True, apply_gate=False)
             if degraded:
@@ -136,7 +145,7 @@ def calibrate(analyser: FaceAnalyser, faces: Path, impostor_photos: list[Path], 
         scores = np.concatenate([(ref_mat @ e)[ref_ids != ids[i]] for i, e in items] or [np.zeros(1)])
         return tail_threshold(scores, target_far)[0], int(scores.size)
 
-    distant_t, _ = kinds_threshold([f"distant{px}" for px in DISTANT_SIZES])
+    distant_t, _ = kinds_threshold([f"{kind}{px}" for kind in ("distant", "camera") for px in DISTANT_SIZES])
     small_t, small_pairs = kinds_threshold(["tiny24"])
     distant_raise = round(max(0.0, distant_t - base), 3)
     return CalibrationResult(
@@ -149,7 +158,8 @@ def calibrate(analyser: FaceAnalyser, faces: Path, impostor_photos: list[Path], 
         small_pairs=small_pairs,
         mean=float(allp.mean()),
         std=float(allp.std()),
-        details={"gaussian": round(gauss, 4), "empirical": round(emp, 4), "probes": per_kind},
+        # The detector's landmarks shape the aligned crops, so the threshold is tied to it too.
+        details={"detector": analyser.detector.name, "gaussian": round(gauss, 4), "empirical": round(emp, 4), "probes": per_kind},
     )
 
 

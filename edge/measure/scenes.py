@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.detect import Detector
+from edge.detectors.base import Detector
 from edge.measure.protocol import Sample
 from edge.sources import load_image
 

@@ -27,7 +27,8 @@ def fit(faces: Path) -> tuple[np.ndarray, np.ndarray, int]:
     from edge.config import RecognitionSettings
 
     reference = DlibReference()
-    detector = FaceAnalyser.from_settings(RecognitionSettings()).detector
+    # The template is BlazeFace's (its mouth point is the lip centre); YuNet's corners' midpoint sits within it.
+    detector = FaceAnalyser.from_settings(RecognitionSettings(detector={"model": "blazeface-full-range"})).detector  # type: ignore[arg-type]
     points = []
     for face in reference.faces(faces):
         found = detector.detect(face.image)

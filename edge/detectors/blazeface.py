@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import cv2
 import numpy as np
 
+from edge.detectors.base import MAX_INPUT_SIZES, Detection, Reach, Region, nms_detections, shrink, weighted_nms
 from edge.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -24,87 +24,7 @@ log = logging.getLogger(__name__)
 RIGHT_EYE, LEFT_EYE, NOSE, MOUTH, RIGHT_EAR, LEFT_EAR = range(6)
 
 
-@dataclass(frozen=True)
-class Detection:
-    """A face in frame pixels: box ``[x, y, w, h]``, 6 keypoints (x, y) and the detector's score."""
-
-    box: np.ndarray
-    keypoints: np.ndarray
-    score: float
-
-    @property
-    def width(self) -> float:
-        return float(self.box[2])
-
-    @property
-    def area(self) -> float:
-        return float(self.box[2] * self.box[3])
-
-
-class Detector(Protocol):
-    """Finds faces in an RGB frame."""
-
-    name: str
-
-    def detect(
-        self, image: np.ndarray, regions: Sequence[Region] | None = None, *, largest_only: bool = False
-    ) -> list[Detection]:
-        """Faces in ``image``; ``regions`` ([x, y, w, h]) limit the search for small faces; ``largest_only``
-        allows skipping work that can only find smaller faces than one already found."""
-        ...
-
-
-Region = tuple[int, int, int, int]
-MAX_INPUT_SIZES = 4  # fine-pass interpreters kept (least recently used dropped)
 REFINE_FACE_PX = 48.0  # a fine-pass face is re-measured at this width in the 192 px input
-
-
-@dataclass(frozen=True)
-class Reach:
-    """How small a face a detector finds: its input side, the smallest face at its input, the wanted minimum."""
-
-    input_size: int
-    min_input_px: float
-    min_face_px: float | None  # configured; None = full-frame pass only
-
-    @classmethod
-    def of(cls, extra: dict[str, object], input_size: int, min_face_px: float | None) -> Reach:
-        fraction = float(str(extra.get("min_face_fraction", 0.1)))
-        min_input = float(str(extra.get("min_face_input_px", fraction * input_size)))
-        # A model that cannot take other input sizes has no fine pass.
-        return cls(input_size, min_input, min_face_px if extra.get("input_multiple") else None)
-
-    def full_frame_min(self, width: int, height: int) -> float:
-        """Smallest face (frame pixels) the full-frame pass finds in a ``width`` x ``height`` frame."""
-        return self.min_input_px * max(width, height) / self.input_size
-
-    def fine_scale(self, width: int, height: int) -> float | None:
-        """Input pixels per frame pixel of the fine pass, or None when the full-frame pass is enough."""
-        if self.min_face_px is None or self.full_frame_min(width, height) <= self.min_face_px:
-            return None
-        # Never upsample more than 2x: below that the frame has too few pixels per face anyway.
-        return min(2.0, self.min_input_px / self.min_face_px)
-
-    def smallest_face(self, width: int, height: int) -> float:
-        """Smallest face (frame pixels) found in a ``width`` x ``height`` frame: what the framing check needs."""
-        fine = self.fine_scale(width, height)
-        return self.full_frame_min(width, height) if fine is None else self.min_input_px / fine
-
-
-def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``image`` resized to ``size`` (w, h), smoothed like area averaging when reduced.
-
-    OpenCV's area averaging is fast only for whole-number factors (8 ms for 1080p to 0.53 here):
-    halve with Gaussian pyramid steps while the result stays at least the target size, then
-    finish with a small area reduction or a bilinear enlargement.
-    """
-    w, h = size
-    while image.shape[1] >= 2 * w and image.shape[0] >= 2 * h:
-        image = cv2.pyrDown(image)
-    if image.shape[1] == w and image.shape[0] == h:
-        return image
-    shrinking = image.shape[1] > w or image.shape[0] > h
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
 def make_anchors(height: int, width: int, strides: list[int], anchors_per_cell: list[int]) -> np.ndarray:
@@ -116,54 +36,6 @@ def make_anchors(height: int, width: int, strides: list[int], anchors_per_cell: 
         c = np.stack([(xs + 0.5) * width / gw, (ys + 0.5) * height / gh], axis=-1).reshape(-1, 1, 2)
         centres.append(np.repeat(c, per_cell, axis=1).reshape(-1, 2))
     return np.concatenate(centres).astype(np.float32)
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (x1, y1, x2, y2) box against many."""
-    ix1 = np.maximum(box[0], boxes[:, 0])
-    iy1 = np.maximum(box[1], boxes[:, 1])
-    ix2 = np.minimum(box[2], boxes[:, 2])
-    iy2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return np.asarray(inter / np.maximum(area + areas - inter, 1e-9))
-
-
-def weighted_nms(
-    corners: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, iou_threshold: float
-) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    """MediaPipe-style weighted NMS: each cluster becomes its score-weighted mean, with the top score."""
-    order = np.argsort(-scores)
-    corners, keypoints, scores = corners[order], keypoints[order], scores[order]
-    remaining = np.arange(len(scores))
-    out = []
-    while remaining.size:
-        top = remaining[0]
-        overlap = _iou(corners[top], corners[remaining])
-        members = remaining[overlap > iou_threshold]
-        w = scores[members][:, None]
-        box = (corners[members] * w).sum(0) / w.sum()
-        kps = (keypoints[members] * w[:, :, None]).sum(0) / w.sum()
-        out.append((box, kps, float(scores[top])))
-        remaining = remaining[overlap <= iou_threshold]
-    return out
-
-
-def nms_detections(faces: list[Detection], iou_threshold: float) -> list[Detection]:
-    """Merge detections of one face found in overlapping passes (tiles, retries): keep the best of each cluster."""
-    if len(faces) < 2:
-        return faces
-    corners = np.array([[f.box[0], f.box[1], f.box[0] + f.box[2], f.box[1] + f.box[3]] for f in faces])
-    order = np.argsort([-f.score for f in faces])
-    keep: list[Detection] = []
-    suppressed = np.zeros(len(faces), dtype=bool)
-    for i in order:
-        if suppressed[i]:
-            continue
-        keep.append(faces[i])
-        suppressed |= _iou(corners[i], corners) > iou_threshold
-    return keep
 
 
 @dataclass
@@ -227,16 +99,14 @@ class BlazeFaceDetector:
         if len(base.anchors) != shapes[self._reg_pos][1]:
             raise ValueError(f"{self.name}: {len(base.anchors)} anchors for {shapes[self._reg_pos][1]} outputs")
 
-    def detect(
-        self, image: np.ndarray, regions: Sequence[Region] | None = None, *, largest_only: bool = False
-    ) -> list[Detection]:
+    def detect(self, image: np.ndarray, regions: Sequence[Region] | None = None) -> list[Detection]:
         h, w = image.shape[:2]
         scale = self.reach.fine_scale(w, h)
         base = self._passes[self.size, self.size]
         # The full-frame pass keeps OpenCV's area averaging: its keypoints are what alignment was tuned on.
         faces = self._run(image, (0, 0, w, h), self.size / max(h, w), base, self.score_threshold, area=True)
         # The fine pass only adds faces smaller than any the full-frame pass finds.
-        if scale is not None and not (largest_only and faces):
+        if scale is not None:
             coarse_min = self.reach.full_frame_min(w, h)
             for region in regions or [(0, 0, w, h)]:
                 # Faces the full-frame pass also sees come with good keypoints already.
@@ -265,21 +135,26 @@ class BlazeFaceDetector:
         At 15 input pixels a face's keypoints are coarse; on a crop around it, enlarged so the face is
         ~48 px of the 192 input, they land within a pixel or two of where they are on a large face.
         """
-        x, y, fw, fh = (float(v) for v in face.box)
-        scale = REFINE_FACE_PX / max(fw, 1.0)
+        # A low bar: this only re-measures a face already found, it never adds one.
+        best = self.redetect(image, face.box, 0.3)
+        if best is None:
+            return face
+        return Detection(box=best.box, keypoints=best.keypoints, score=face.score)
+
+    def redetect(self, image: np.ndarray, box: np.ndarray, threshold: float, face_px: float = REFINE_FACE_PX) -> Detection | None:
+        """The best face at least ``threshold`` centred on ``box`` ([x, y, w, h]), the crop enlarged so it is
+        ``face_px`` wide at the input; None when there is none. Also how another detector's faces are confirmed."""
+        x, y, fw, fh = (float(v) for v in box)
+        scale = face_px / max(fw, 1.0)
         side = self.size / scale
         cx, cy = x + fw / 2, y + fh / 2
         h, w = image.shape[:2]
         x0, y0 = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
         x1, y1 = min(w, int(cx + side / 2)), min(h, int(cy + side / 2))
         base = self._passes[self.size, self.size]
-        # A low bar: this only re-measures a face already found, it never adds one.
-        again = self._run(image, (x0, y0, x1 - x0, y1 - y0), scale, base, 0.3, centre=True, area=True)
+        again = self._run(image, (x0, y0, x1 - x0, y1 - y0), scale, base, threshold, centre=True, area=True)
         near = [d for d in again if (np.abs(d.box[:2] + d.box[2:] / 2 - (cx, cy)) < fw / 2).all()]
-        if not near:
-            return face
-        best = max(near, key=lambda d: d.score)
-        return Detection(box=best.box, keypoints=best.keypoints, score=face.score)
+        return max(near, key=lambda d: d.score) if near else None
 
     def _pass(self, height: int, width: int) -> _Pass:
         key = (height, width)

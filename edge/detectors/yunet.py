@@ -1,0 +1,219 @@
+"""YuNet (libfacedetection) on TFLite: an anchor-free small-face detector with 5 landmarks.
+
+The network (rebuilt from the ``yuface`` wheel by tools/build_yunet.py) is fully convolutional:
+it runs at any input whose sides are multiples of 32 and returns, per level (strides 8, 16
+and 32), a map of class and objectness logits, a box (dx, dy, log w, log h) and 5 landmarks
+(dx, dy), in units of the stride around each cell's top-left corner. Decoding and NMS follow
+libfacedetection's ``detection_output``: score = sqrt(sigmoid(cls) * sigmoid(obj)), hard NMS.
+
+One pass covers the whole frame at the scale where the smallest wanted face (``min_face_px``)
+is ``min_face_input_px`` wide at the input, but never below the full-frame input size (large
+faces) and never enlarged more than 2x. With camera ``regions`` the full-frame pass stays for
+large faces and each region gets its own fine pass. Every pass always runs: a large false
+detection never stands in for a small real face.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.detectors.base import MAX_INPUT_SIZES, Detection, Reach, Region, nms_detections
+from edge.detectors.blazeface import BlazeFaceDetector
+from edge.runtime import LoadedModel
+
+log = logging.getLogger(__name__)
+
+STRIDES = (8, 16, 32)
+# Landmark order (subject's right eye appears on the image's left), as ArcFace's 5-point template.
+RIGHT_EYE, LEFT_EYE, NOSE, RIGHT_MOUTH, LEFT_MOUTH = range(5)
+
+
+class YuNetSettings(BaseModel):
+    """Settings only YuNet has (``[recognition.detector.yunet]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    full_frame_px: int = Field(
+        320,
+        ge=160,
+        le=1920,
+        description="Longest input side (pixels, rounded up to a multiple of 32) of the pass that sees the whole "
+        "frame; the pass grows when min_face_px needs more pixels.",
+    )
+    nms_iou: float | None = Field(None, gt=0, lt=1, description="Overlap above which boxes merge; empty = the model's.")
+    verify_with: str | None = Field(
+        "blazeface-full-range",
+        description="Detector model that must confirm each YuNet face on a crop around it (enlarged so the face is "
+        "verify_face_px wide): YuNet alone fires on face-like objects (a headlight, an animal); empty = no check.",
+    )
+    verify_score: float | None = Field(
+        None,
+        ge=0.05,
+        le=0.99,
+        description="Confirming detector's score a face needs; empty = the yunet manifest entry's verify_score.",
+    )
+    verify_face_px: float = Field(48.0, ge=16, le=128, description="Face width (input pixels) at which faces are confirmed.")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(x.astype(np.float32), -80.0, 80.0)))
+    return out
+
+
+def decode(
+    maps: Sequence[np.ndarray], threshold: float, strides: Sequence[int] = STRIDES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (N, 4) as x1, y1, x2, y2, landmarks (N, 5, 2) and scores (N,) in input pixels above ``threshold``."""
+    boxes, points, scores = [], [], []
+    for out, stride in zip(maps, strides, strict=True):
+        o = out[0]
+        score = np.sqrt(_sigmoid(o[..., 0]) * _sigmoid(o[..., 1]))
+        ys, xs = np.nonzero(score >= threshold)
+        if ys.size == 0:
+            continue
+        cell = o[ys, xs].astype(np.float32)
+        prior = np.stack([xs, ys], axis=1).astype(np.float32) * stride
+        centre = cell[:, 2:4] * stride + prior
+        half = np.exp(np.clip(cell[:, 4:6], -10.0, 10.0)) * stride / 2
+        boxes.append(np.concatenate([centre - half, centre + half], axis=1))
+        points.append(cell[:, 6:16].reshape(-1, 5, 2) * stride + prior[:, None, :])
+        scores.append(score[ys, xs])
+    if not scores:
+        return np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32)
+    return np.concatenate(boxes), np.concatenate(points), np.concatenate(scores)
+
+
+def hard_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, top_k: int = 1000) -> list[int]:
+    """Indices kept by greedy NMS (libfacedetection's: best first, drop overlaps above ``iou_threshold``)."""
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    keep: list[int] = []
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        ix = np.clip(np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]), 0, None)
+        iy = np.clip(np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]), 0, None)
+        inter = ix * iy
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[iou <= iou_threshold]
+    return keep
+
+
+class YuNetDetector:
+    """YuNet: one pass at the scale ``min_face_px`` needs (plus region passes), decoded in numpy."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        score_threshold: float | None = None,
+        min_face_px: float | None = None,
+        close_face_retry: bool = True,
+        settings: YuNetSettings | None = None,
+        verifier: BlazeFaceDetector | None = None,
+    ) -> None:
+        extra = model.spec.extra
+        settings = settings or YuNetSettings()
+        self.name = model.spec.name
+        self.model = model
+        self.multiple = int(extra.get("input_multiple", 32))
+        self.full_frame_px = -(-settings.full_frame_px // self.multiple) * self.multiple
+        self.score_threshold = float(score_threshold if score_threshold is not None else extra["score_threshold"])
+        self.nms_iou = float(settings.nms_iou if settings.nms_iou is not None else extra["nms_iou"])
+        self.retry_score_threshold = max(self.score_threshold, float(extra.get("retry_score_threshold", 0.0)))
+        self.close_face_retry = close_face_retry
+        self.reach = Reach.of(extra, self.full_frame_px, min_face_px)
+        self.verifier = verifier
+        self.verify_face_px = settings.verify_face_px
+        # The bar: configured, else the manifest's (measured for this pairing), else the verifier's own threshold.
+        listed = extra.get("verify_score")
+        self.verify_score = settings.verify_score if settings.verify_score is not None else listed
+        if verifier is not None and self.verify_score is None:
+            self.verify_score = verifier.score_threshold
+        self.verify_score = None if self.verify_score is None else float(self.verify_score)
+        self._models: dict[tuple[int, int], LoadedModel] = {(int(model.input_shape[1]), int(model.input_shape[2])): model}
+
+    def detect(self, image: np.ndarray, regions: Sequence[Region] | None = None) -> list[Detection]:
+        h, w = image.shape[:2]
+        full = self.full_frame_px / max(h, w)
+        fine = self.reach.fine_scale(w, h)
+        if regions:
+            faces = self._run(image, (0, 0, w, h), full, self.score_threshold)
+            if fine is not None:
+                for region in regions:
+                    faces += self._run(image, region, fine, self.score_threshold)
+                faces = nms_detections(faces, self.nms_iou)
+        else:
+            faces = self._run(image, (0, 0, w, h), max(full, fine or 0.0), self.score_threshold)
+        faces = self._confirmed(image, faces)
+        if not faces and self.close_face_retry:
+            # A face filling the frame is larger than most training faces: try it smaller, with a border.
+            faces = self._confirmed(image, self._run(image, (0, 0, w, h), full / 2, self.retry_score_threshold, border=True))
+        return faces
+
+    def _confirmed(self, image: np.ndarray, faces: list[Detection]) -> list[Detection]:
+        """The faces the verifier also finds, scored by it (YuNet's box and landmarks are kept)."""
+        if self.verifier is None or self.verify_score is None:
+            return faces
+        out = []
+        for face in faces:
+            again = self.verifier.redetect(image, face.box, self.verify_score, self.verify_face_px)
+            if again is not None:
+                out.append(Detection(box=face.box, keypoints=face.keypoints, score=again.score))
+        return out
+
+    def _model(self, height: int, width: int) -> LoadedModel:
+        key = (height, width)
+        model = self._models.pop(key, None)
+        if model is None:
+            model = self.model.with_input_size(height, width)
+            # A camera keeps one frame size; photos of many sizes (eval, enrolment) must not pile up interpreters.
+            if len(self._models) > MAX_INPUT_SIZES:
+                del self._models[next(iter(self._models))]
+        self._models[key] = model  # most recently used last
+        return model
+
+    def _run(self, image: np.ndarray, region: Region, scale: float, threshold: float, *, border: bool = False) -> list[Detection]:
+        """Detections in ``region`` of ``image`` resized by ``scale`` (centred in a wider input when ``border``)."""
+        h, w = image.shape[:2]
+        x0, y0 = max(0, int(region[0])), max(0, int(region[1]))
+        x1, y1 = min(w, int(region[0] + region[2])), min(h, int(region[1] + region[3]))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return []
+        nw, nh = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
+        part = image[y0:y1, x0:x1]
+        resized = cv2.resize(part, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        m = self.multiple
+        pad_w, pad_h = (nw, nh) if not border else (2 * nw, 2 * nh)
+        in_w, in_h = max(m, -(-pad_w // m) * m), max(m, -(-pad_h // m) * m)
+        ox, oy = ((in_w - nw) // 2, (in_h - nh) // 2) if border else (0, 0)
+        canvas = np.zeros((1, in_h, in_w, 3), dtype=np.float32)  # zero padding, as libfacedetection pads
+        canvas[0, oy : oy + nh, ox : ox + nw] = resized
+        maps = self._model(in_h, in_w).run(canvas)
+        boxes, points, scores = decode(self._by_stride(maps), threshold)
+        if scores.size == 0:
+            return []
+        offset = np.array([ox, oy], dtype=np.float32)
+        origin = np.array([x0, y0], dtype=np.float32)
+        limit = np.array([w, h], dtype=np.float32)
+        faces = []
+        for i in hard_nms(boxes, scores, self.nms_iou):
+            x1y1 = np.clip((boxes[i, :2] - offset) / scale + origin, 0, limit)
+            x2y2 = np.clip((boxes[i, 2:] - offset) / scale + origin, 0, limit)
+            wh = x2y2 - x1y1
+            if wh[0] < 2 or wh[1] < 2:
+                continue
+            kps = ((points[i] - offset) / scale + origin).astype(np.float32)
+            faces.append(Detection(box=np.concatenate([x1y1, wh]), keypoints=kps, score=float(scores[i])))
+        return faces
+
+    @staticmethod
+    def _by_stride(maps: list[np.ndarray]) -> list[np.ndarray]:
+        """The three output maps ordered by stride (largest map first), whatever order the file lists them in."""
+        return sorted(maps, key=lambda a: -a.shape[1] * a.shape[2])

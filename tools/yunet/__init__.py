@@ -1,0 +1,1 @@
+"""libfacedetection's YuNet rebuilt in PyTorch from the ``yuface`` wheel and converted to TFLite (build time only)."""
