@@ -197,7 +197,7 @@ class TrackingSettings(_Section):
         "first face, a clearly better face, and every frame while a hit awaits confirmation).",
     )
     no_match_after: int = Field(
-        4,
+        3,
         ge=1,
         le=100,
         description="A track whose this many embedded faces matched no entry is decided (not embedded again "
@@ -238,7 +238,7 @@ class PipelineSettings(_Section):
         "`regions`), and at the whole frame (or all `regions`) at least every this many frames.",
     )
     track_every: int = Field(
-        3,
+        5,
         ge=1,
         le=100,
         description="While every change is where a known face is expected and none needs an embedding, detect only "
