@@ -23,7 +23,8 @@ Q = Quality(size_px=40, sharpness=100, yaw=0, detector_score=0.9)
 
 def noisy(frame: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return np.clip(frame.astype(np.int16) + rng.integers(-3, 4, size=frame.shape), 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(frame.astype(np.int16) + rng.integers(-3, 4, size=frame.shape), 0, 255).astype(np.uint8)
+    return out
 
 
 def test_a_static_scene_with_sensor_noise_is_unchanged_and_a_moving_face_is_found_where_it_is() -> None:
