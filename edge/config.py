@@ -70,7 +70,13 @@ class RecognitionSettings(_Section):
         description="auto: the Edge TPU when a Coral and an _edgetpu model variant exist, else the CPU; "
         "cpu: never the TPU; edgetpu: the TPU, with a warning and the CPU when it is missing.",
     )
-    threads: int = Field(2, ge=1, le=16, description="CPU threads per model interpreter.")
+    threads: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="CPU threads per model interpreter. 2 suits both a 2-core machine and a 4-core Raspberry Pi 5 "
+        "(with `pipeline.stage_threads` detection and embedding run at the same time: 2 + 2 threads, capture beside).",
+    )
     models_dir: Path | None = Field(
         None, description="Folder holding models/manifest.json; empty = $EDGE_MODELS_DIR or the installed models."
     )

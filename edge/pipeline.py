@@ -223,8 +223,11 @@ class FramePipeline:
             cam.since_fine = 0
             self.counts["fine"] += 1
             detections = self.analyser.detector.detect(image, fine)
-        else:
+        elif change.moved:
             detections = self.analyser.coarse_detector.detect(image)
+        else:
+            # A keyframe of a still scene: a face filling the frame (what the close-face retry is for) arrives moving.
+            detections = self.analyser.follow_detector.detect(image)
         self.counts["detected"] += 1
         t = self._ms("detect", t)
         faces = [f for f in self.analyser.prepare(image, detections) if f.passed_gate]
