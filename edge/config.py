@@ -209,6 +209,13 @@ class TrackingSettings(_Section):
         description="A track whose this many embedded faces matched no entry is decided (not embedded again "
         "unless a clearly better face shows up).",
     )
+    no_match_recheck: int = Field(
+        15,
+        ge=0,
+        le=10000,
+        description="A track decided as no match is looked at again every this many frames (a face turning "
+        "towards the camera, an occluder leaving); 0: never.",
+    )
     better_face: float = Field(
         1.3,
         ge=1,

@@ -92,6 +92,12 @@ class _CameraState:
     since_full: int = 10**9
 
 
+def inside(box: np.ndarray, width: int, height: int, margin: float = 2.0) -> bool:
+    """Whether a face box lies wholly inside the frame (not cut by its edge)."""
+    x, y, w, h = (float(v) for v in box)
+    return x >= margin and y >= margin and x + w <= width - margin and y + h <= height - margin
+
+
 def intersect(a: Box, b: Region) -> Box | None:
     x0, y0 = max(a[0], b[0]), max(a[1], b[1])
     x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
@@ -282,7 +288,13 @@ class FramePipeline:
         faces = d.faces
         self.counts["faces"] += len(faces)
         links = self.tracker.link(item.camera, [f.detection.box for f in faces], item.t)
-        wanted = [f for f, tr in zip(faces, links, strict=True) if self.tracker.wants_embedding(tr, f.quality, item.index)]
+        h, w = item.image.shape[:2]
+        whole = {id(f): inside(f.detection.box, w, h) for f in faces}
+        wanted = [
+            f
+            for f, tr in zip(faces, links, strict=True)
+            if self.tracker.wants_embedding(tr, f.quality, item.index, whole=whole[id(f)])
+        ]
         matches: dict[int, Match | None] = {}
         if wanted:
             t = time.perf_counter()
@@ -298,7 +310,18 @@ class FramePipeline:
             thr = self.analyser.threshold.for_face(f.quality, m.entry_threshold if m else None)
             crop = f.crop if self.keep_crops and embedded else None
             observations.append(
-                Observation(f.detection.box, f.quality, m, thr, item.index, item.t, item.wall, crop, embedded=embedded)
+                Observation(
+                    f.detection.box,
+                    f.quality,
+                    m,
+                    thr,
+                    item.index,
+                    item.t,
+                    item.wall,
+                    crop,
+                    embedded=embedded,
+                    whole=whole[id(f)],
+                )
             )
         # Embeddings and crops of faces that matched no one go out of scope here.
         return self.tracker.update(item.camera, item.t, observations, links)

@@ -43,6 +43,7 @@ class Observation:
     wall: float  # wall-clock seconds
     crop: np.ndarray | None = None  # aligned face, kept only while it is the best hit frame of a track
     embedded: bool = True  # False: the tracker did not ask for this face's embedding (match is None)
+    whole: bool = True  # False: the face touches the frame's edge (partly outside)
 
     @property
     def is_hit(self) -> bool:
@@ -63,6 +64,7 @@ class Track:
     misses: int = 0  # of those, faces that matched no entry
     best_embedded: Quality | None = None
     last_embedded_frame: int = -(10**9)
+    crossed: bool = False  # another face overlapped this one since its last embedding: links may have swapped
 
     velocity: np.ndarray | None = None  # box corner motion, frame pixels per second
 
@@ -89,11 +91,13 @@ class Track:
 
     def _vote(self, obs: Observation) -> None:
         if obs.embedded:
+            self.crossed = False
             self.embedded += 1
             self.last_embedded_frame = obs.frame_index
-            if self.best_embedded is None or obs.quality.size_px > self.best_embedded.size_px:
+            # A face cut by the frame's edge proves nothing: it neither sets the bar nor counts as a miss.
+            if obs.whole and (self.best_embedded is None or obs.quality.size_px > self.best_embedded.size_px):
                 self.best_embedded = obs.quality
-            if not obs.is_hit:
+            if not obs.is_hit and obs.whole:
                 self.misses += 1
         if not obs.is_hit or obs.match is None:
             obs.crop = None  # nothing of a face that matched no one is kept
@@ -176,24 +180,36 @@ class Tracker:
             out[oi] = tracks[ti]
         return out
 
-    def wants_embedding(self, track: Track | None, quality: Quality, frame_index: int) -> bool:
-        """Whether this frame's face of ``track`` (None: a new face) needs an embedding (see the module doc)."""
+    def wants_embedding(self, track: Track | None, quality: Quality, frame_index: int, *, whole: bool = True) -> bool:
+        """Whether this frame's face of ``track`` (None: a new face) needs an embedding (see the module doc).
+
+        ``whole``: False for a face cut by the frame's edge (someone walking in): it is looked at on the
+        undecided schedule but never counts towards "no match", and the first whole face is embedded.
+        """
         if track is None:
             return True
+        if track.crossed:
+            return True  # another face came close: this may be someone else now
         if track.alerted:
             return False  # its hit is raised: nothing more to learn
-        if track.best_embedded is None or clearly_better(quality, track.best_embedded, self.s.better_face):
+        if whole and (track.best_embedded is None or clearly_better(quality, track.best_embedded, self.s.better_face)):
             return True
         if track.votes:
             return True  # a hit awaits confirmation by more frames
+        since = frame_index - track.last_embedded_frame
         if track.misses >= self.s.no_match_after:
-            return False
-        return frame_index - track.last_embedded_frame >= self.s.embed_every
+            # Decided "no match": only a rare second look (a face turning, an occluder leaving).
+            return bool(self.s.no_match_recheck) and since >= self.s.no_match_recheck
+        return since >= self.s.embed_every
 
     def embed_due(self, track: Track) -> float:
         """The frame index from which ``track`` wants its next embedding whatever its face (inf: decided)."""
-        if track.alerted or (not track.votes and track.misses >= self.s.no_match_after):
+        if track.crossed:
+            return float("-inf")
+        if track.alerted:
             return float("inf")
+        if not track.votes and track.misses >= self.s.no_match_after:
+            return float(track.last_embedded_frame + self.s.no_match_recheck) if self.s.no_match_recheck else float("inf")
         if track.votes:
             return float("-inf")
         return float(track.last_embedded_frame + self.s.embed_every)
@@ -236,6 +252,11 @@ class Tracker:
             tr._vote(ob)
             tracks.append(tr)
             touched.append(tr)
+        # Two faces that overlap may leave with each other's tracks (people passing): a decided track is then
+        # looked at again, so nobody inherits a stranger's "no match" (or someone else's hit).
+        for tr in touched:
+            if sum(iou(tr.last.box, ob.box) > 0.0 for ob in observations) > 1:
+                tr.crossed = True
         for tr in touched:
             decisions.extend(self._decide(tr, final=False))
         return decisions

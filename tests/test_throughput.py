@@ -56,7 +56,7 @@ def face(x: float, i: int, entry: str | None, *, embedded: bool = True, size: fl
 
 
 def test_the_tracker_asks_for_embeddings_per_track_not_per_frame() -> None:
-    tracker = Tracker(TrackingSettings(embed_every=5, no_match_after=3, better_face=1.3))
+    tracker = Tracker(TrackingSettings(embed_every=5, no_match_after=3, no_match_recheck=15, better_face=1.3))
     asked = []
     for i in range(40):
         box = np.array([100 + 3 * i, 100, 40, 40], float)
@@ -64,11 +64,12 @@ def test_the_tracker_asks_for_embeddings_per_track_not_per_frame() -> None:
         want = tracker.wants_embedding(track, Q, i)
         asked.append(want)
         tracker.update("c", i / 15, [face(100 + 3 * i, i, None, embedded=want)], [track])
-    # A stranger: the first face, then every 5th frame until three faces matched no one; then never again.
-    assert [i for i, a in enumerate(asked) if a] == [0, 5, 10]
+    # A stranger: the first face, then every 5th frame until three faces matched no one; then a second look a second.
+    assert [i for i, a in enumerate(asked) if a] == [0, 5, 10, 25]
     (track,) = tracker.active("c")
     bigger = Quality(size_px=60, sharpness=100, yaw=0, detector_score=0.9)
-    assert tracker.wants_embedding(track, bigger, 41)  # a clearly better face is worth another look
+    assert tracker.wants_embedding(track, bigger, 30)  # a clearly better face is worth another look
+    assert not tracker.wants_embedding(track, bigger, 30, whole=False)  # unless the frame's edge cuts it
 
 
 def test_a_pending_hit_is_confirmed_on_the_next_frame_and_then_the_track_is_left_alone() -> None:
@@ -138,6 +139,6 @@ def test_on_walkers_edge_raises_every_hit_the_plain_pipeline_raises_and_embeds_f
     row = compare(analyser, clip, PipelineSettings(), TrackingSettings())
     edge, plain = row["edge"], row["reference"]
     assert edge["false_hits"] == [] and plain["false_hits"] == []
-    assert edge["hits_found"] >= plain["hits_found"]
-    assert edge["hits_found"] >= edge["hits_expected"] - 1
-    assert edge["embedded"] < plain["embedded"]
+    assert edge["hits_found"] == edge["hits_expected"] >= plain["hits_found"]
+    # At 1080p the plain pipeline sees none of these 30-60 px faces (nothing to embed); at 640x480 it embeds more.
+    assert edge["embedded"] < plain["embedded"] or plain["embedded"] == 0
