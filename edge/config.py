@@ -210,7 +210,7 @@ class TrackingSettings(_Section):
         "unless a clearly better face shows up).",
     )
     no_match_recheck: int = Field(
-        15,
+        30,
         ge=0,
         le=10000,
         description="A track decided as no match is looked at again every this many frames (a face turning "
