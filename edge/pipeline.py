@@ -51,6 +51,7 @@ class Detected:
     item: CapturedFrame
     faces: list[AnalysedFace] | None
     error: Exception | None = None
+    seq: int | None = None  # submission number (staged frames)
 
 
 @dataclass
@@ -171,7 +172,13 @@ class FramePipeline:
         self.counts = {"frames": 0, "detected": 0, "fine": 0, "followed": 0, "faces": 0, "embedded": 0}
         self._cameras: dict[str, _CameraState] = {}
         self._views: dict[str, tuple[TrackView, ...]] = {}  # written by the recognition stage, read by detection
-        self._inbox: queue.Queue[CapturedFrame | None] = queue.Queue(maxsize=1)
+        # The detection stage of the n-th submitted frame sees the tracks as they were after frame n-2, whatever the
+        # threads' timing: a recording replayed gives the same tracks, so the same event ids (no hit sent twice).
+        self._seq = 0
+        self._snapshots: dict[int, dict[str, tuple[TrackView, ...]]] = {}
+        self._snap_cond = threading.Condition()
+        self._stopping = False
+        self._inbox: queue.Queue[tuple[int, CapturedFrame] | None] = queue.Queue(maxsize=1)
         self._outbox: queue.Queue[Detected] = queue.Queue()
         self._pending = 0
         self._worker: threading.Thread | None = None
@@ -192,7 +199,26 @@ class FramePipeline:
         with self._ms_lock:
             return {k: round(statistics.median(v), 2) if v else None for k, v in self.stage_ms.items()}
 
-    def detect(self, item: CapturedFrame) -> Detected:
+    def _views_before(self, seq: int | None) -> dict[str, tuple[TrackView, ...]]:
+        if seq is None:
+            return self._views
+        if seq < 2:
+            return {}
+        with self._snap_cond:
+            while seq - 2 not in self._snapshots and not self._stopping:
+                self._snap_cond.wait(timeout=1.0)
+            return self._snapshots.get(seq - 2, {})
+
+    def _publish(self, seq: int | None) -> None:
+        if seq is None:
+            return
+        with self._snap_cond:
+            self._snapshots[seq] = dict(self._views)
+            for old in [k for k in self._snapshots if k < seq - 4]:
+                del self._snapshots[old]
+            self._snap_cond.notify_all()
+
+    def detect(self, item: CapturedFrame, seq: int | None = None) -> Detected:
         image = item.image
         h, w = image.shape[:2]
         cam = self._cameras.get(item.camera)
@@ -207,7 +233,7 @@ class FramePipeline:
         t = self._ms("motion", t)
         if not change.moved and cam.since_detect < self.s.keyframe_every:
             return Detected(item, None)
-        views = self._views.get(item.camera, ())
+        views = self._views_before(seq).get(item.camera, ())
         new = change.boxes if change.first else unexplained(change, views, item.t, self.s.motion.pad_px)
         if views and not new and cam.since_full < self.s.keyframe_every:
             if cam.since_detect >= self.s.track_every:
@@ -332,26 +358,32 @@ class FramePipeline:
 
     # --- staging ---
 
-    def _detect_safely(self, item: CapturedFrame) -> Detected:
+    def _detect_safely(self, item: CapturedFrame, seq: int) -> Detected:
         try:
-            return self.detect(item)
+            d = self.detect(item, seq)
         except Exception as exc:  # one bad frame must not stop the device; reported with its frame
-            return Detected(item, None, error=exc)
+            d = Detected(item, None, error=exc)
+        d.seq = seq
+        return d
 
     def _work(self) -> None:
         while True:
-            item = self._inbox.get()
-            if item is None:
+            job = self._inbox.get()
+            if job is None:
                 return
-            self._outbox.put(self._detect_safely(item))
+            self._outbox.put(self._detect_safely(job[1], job[0]))
 
     def submit(self, item: CapturedFrame) -> None:
-        """Hand a frame to the detection stage (waits while the stage is busy with an earlier one)."""
+        """Hand a frame to the detection stage (waits while the stage is busy with an earlier one).
+
+        Call ``finished`` after each ``submit``: detection of a frame waits for the tracks two frames back.
+        """
         self._pending += 1
+        seq, self._seq = self._seq, self._seq + 1
         if self._worker is None:
-            self._outbox.put(self._detect_safely(item))
+            self._outbox.put(self._detect_safely(item, seq))
         else:
-            self._inbox.put(item)
+            self._inbox.put((seq, item))
 
     def idle(self) -> bool:
         return self._pending == 0
@@ -366,12 +398,14 @@ class FramePipeline:
             wait_s = 0.0
             self._pending -= 1
             if d.error is not None:
-                yield FrameResult(d.item, error=d.error)
-                continue
-            try:
-                yield FrameResult(d.item, self.recognise(d))
-            except Exception as exc:
-                yield FrameResult(d.item, error=exc)
+                result = FrameResult(d.item, error=d.error)
+            else:
+                try:
+                    result = FrameResult(d.item, self.recognise(d))
+                except Exception as exc:
+                    result = FrameResult(d.item, error=exc)
+            self._publish(d.seq)
+            yield result
 
     def drain(self) -> Iterator[FrameResult]:
         """Every submitted frame's result (waits for the detection stage)."""
@@ -379,6 +413,9 @@ class FramePipeline:
             yield from self.finished(wait_s=1.0)
 
     def stop(self) -> None:
+        with self._snap_cond:
+            self._stopping = True
+            self._snap_cond.notify_all()
         if self._worker is not None and self._worker.is_alive():
             self._inbox.put(None)
             self._worker.join(timeout=5)

@@ -142,3 +142,19 @@ def test_on_walkers_edge_raises_every_hit_the_plain_pipeline_raises_and_embeds_f
     assert edge["hits_found"] == edge["hits_expected"] >= plain["hits_found"]
     # At 1080p the plain pipeline sees none of these 30-60 px faces (nothing to embed); at 640x480 it embeds more.
     assert edge["embedded"] < plain["embedded"] or plain["embedded"] == 0
+
+
+def test_two_stages_decide_exactly_as_one_thread_does(analyser: FaceAnalyser, faces_dir: Path) -> None:
+    """Replaying a recording must give the same tracks (event ids), whatever the threads' timing."""
+    from edge.measure.stream import run_clip
+
+    cast = load_people(analyser, faces_dir, count=10, listed=5)
+    clip = make_clip(analyser, faces_dir, size=(640, 480), frames=90, cast=cast)
+    seen = []
+    for staged in (True, False):
+        tracker = Tracker(TrackingSettings())
+        pipe = FramePipeline(analyser, tracker, MatcherHolder(clip.matcher), PipelineSettings(stage_threads=staged))
+        row = run_clip(clip, pipe)
+        pipe.stop()
+        seen.append((dict(pipe.counts), row["hits_found"]))
+    assert seen[0] == seen[1]
