@@ -56,6 +56,11 @@ class FaceAnalyser:
         self.threshold = threshold
         self.manifest = manifest
         self.timings: dict[str, list[float]] = defaultdict(list)
+        # The same detector without the fine pass (for frames where no small face can be new), or the detector
+        # itself when it has no fine pass.
+        self.coarse_detector: Detector = detector
+        # For following known faces in small windows: one pass, no retry when a window is empty.
+        self.follow_detector: Detector = detector
 
     @classmethod
     def from_settings(cls, settings: RecognitionSettings) -> FaceAnalyser:
@@ -64,7 +69,14 @@ class FaceAnalyser:
         def load_detector(name: str) -> LoadedModel:
             return load_model(manifest, name, kind="detector", accelerator=settings.accelerator, threads=settings.threads)
 
-        detector = create_detector(load_detector(settings.detector.model), settings.detector, load_detector)
+        det_model = load_detector(settings.detector.model)
+        detector = create_detector(det_model, settings.detector, load_detector)
+        # The same plugin without the fine pass (frames where no small face can be new), and one that only
+        # follows known faces in small windows (one pass, no retry when a window is empty).
+        coarse = create_detector(det_model, settings.detector.model_copy(update={"min_face_px": None}), load_detector)
+        follow = create_detector(
+            det_model, settings.detector.model_copy(update={"min_face_px": None, "close_face_retry": False}), load_detector
+        )
         emb_model = load_model(
             manifest, settings.embedder, kind="embedder", accelerator=settings.accelerator, threads=settings.threads
         )
@@ -77,7 +89,10 @@ class FaceAnalyser:
             min_detector_score=q.min_detector_score,
         )
         policy = ThresholdPolicy.from_manifest(emb_model.spec, override=settings.threshold)
-        return cls(detector, embedder, gate, policy, manifest)
+        analyser = cls(detector, embedder, gate, policy, manifest)
+        analyser.coarse_detector = coarse
+        analyser.follow_detector = follow
+        return analyser
 
     def _timed(self, stage: str, start: float) -> float:
         now = time.perf_counter()
@@ -99,24 +114,31 @@ class FaceAnalyser:
         image = check_frame(image)
         t = time.perf_counter()
         detections = self.detector.detect(image, regions)
-        t = self._timed("detect", t)
+        self._timed("detect", t)
         if largest_only and detections:
             detections = [max(detections, key=lambda d: d.area)]
+        t = time.perf_counter()
+        faces = self.prepare(image, detections, apply_gate=apply_gate)
+        t = self._timed("align", t)
+        wanted = [f for f in faces if f.passed_gate]
+        if wanted:
+            self.embed_faces(wanted)
+            self._timed("embed", t)
+        return faces
+
+    def prepare(self, image: np.ndarray, detections: Sequence[Detection], *, apply_gate: bool = True) -> list[AnalysedFace]:
+        """Aligned crop, quality and gate verdict of each detection; embeddings are left empty (see ``embed_faces``)."""
         faces: list[AnalysedFace] = []
-        crops: list[np.ndarray] = []
         for det in detections:
             crop = align_face(image, det.keypoints, self.embedder.crop_size, self.embedder.alignment)
             q = measure(det, crop)
             reasons = self.gate.reasons(q) if apply_gate else []
             faces.append(AnalysedFace(det, q, crop, np.zeros(0, np.float32), reasons))
-            if not reasons:
-                crops.append(crop)
-        t = self._timed("align", t)
-        if crops:
-            embeddings = self.embedder.embed(crops)
-            it = iter(embeddings)
-            for f in faces:
-                if f.passed_gate:
-                    f.embedding = next(it)
-            self._timed("embed", t)
         return faces
+
+    def embed_faces(self, faces: Sequence[AnalysedFace]) -> None:
+        """Fill in the embeddings of ``faces`` in one batch (the tracker decides which faces need one)."""
+        if not faces:
+            return
+        for f, e in zip(faces, self.embedder.embed([f.crop for f in faces]), strict=True):
+            f.embedding = e

@@ -90,17 +90,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from edge.measure.bench import run_bench
+    import os
+    import resource
 
-    result = run_bench(_analyser(args), quick=args.quick)
+    from edge.config import load_settings
+    from edge.measure.bench import run_bench
+    from edge.measure.stream import stream_bench
+
+    analyser = _analyser(args)
+    result = run_bench(analyser, quick=args.quick)
+    photos = args.photos or (Path(os.environ["EDGE_DEV_DATA"]) if os.environ.get("EDGE_DEV_DATA") else None)
+    result.update(stream_bench(analyser, quick=args.quick, settings=load_settings(args.config), photos=photos))
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     m = result["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores, {m['arch']}, {m['runtime']}; embedder {result['embedder']}")
     print("stage latency (ms)   median     p90")
     for stage, s in result["stages_ms"].items():
         print(f"  {stage:<18} {s['median']:>7.2f} {s['p90']:>7.2f}")
-    print("end-to-end frames/s  " + "  ".join(f"{k:>8}" for k in ("faces_0", "faces_1", "faces_5")))
+    print("end-to-end frames/s  " + "  ".join(f"{k:>8}" for k in ("faces_0", "faces_1", "faces_5")) + "  (plain reference)")
+    ref = result["reference"]["fps"]
     for res, row in result["fps"].items():
-        print(f"  {res:<18} " + "  ".join(f"{row[k]:>8.1f}" for k in ("faces_0", "faces_1", "faces_5")))
+        print(
+            f"  {res:<18} " + "  ".join(f"{row[k]:>8.1f}" for k in ("faces_0", "faces_1", "faces_5"))
+            + "  (" + " ".join(f"{ref[res][k]:.1f}" for k in ("faces_0", "faces_1", "faces_5")) + ")"
+        )  # fmt: skip
+    for name, st in result["streams"].items():
+        e, p = st["edge"], st["reference"]
+        print(f"stream {name}: {e['frames']} frames")
+        for who, r in (("edge", e), ("plain", p)):
+            print(
+                f"  {who:<6} {r['fps']:>6.1f} frames/s  {r['cpu_s_per_video_min']:>6.1f} CPU-s per video minute  "
+                f"hits {r['hits_found']}/{r['hits_expected']}  faces embedded {r['embedded']}"
+            )
+        print(
+            f"  edge/plain: speed {st['speed_ratio']:.2f}x, CPU {st['cpu_ratio']:.2f}x "
+            f"({st['cpu_ratio_after_decode']:.2f}x without JPEG decoding)"
+        )
+    print(f"load average during the run: {result['load_average']}")
     print(f"matcher ({result['matcher_kind']}), ms median / p90")
     for n, s in result["matcher_ms"].items():
         mb = result["matcher_memory_mb"][n]
@@ -199,8 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     _recognition_args(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("bench", help="per-stage latency, frames/s and matcher latency on this machine")
+    p = sub.add_parser(
+        "bench", help="per-stage latency, frames/s (edge and a plain reference pipeline), streams, matcher latency"
+    )
     p.add_argument("--quick", action="store_true", help="fewer repetitions, matcher up to 100k entries (under a minute)")
+    p.add_argument(
+        "--photos",
+        type=Path,
+        help="folder with faces.csv (path,identity) whose people walk through the stream clips "
+        "(default: $EDGE_DEV_DATA, else the two shipped sample photos)",
+    )
     p.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
     _recognition_args(p)
     p.set_defaults(func=cmd_bench)

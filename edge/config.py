@@ -75,7 +75,13 @@ class RecognitionSettings(_Section):
         description="auto: the Edge TPU when a Coral and an _edgetpu model variant exist, else the CPU; "
         "cpu: never the TPU; edgetpu: the TPU, with a warning and the CPU when it is missing.",
     )
-    threads: int = Field(2, ge=1, le=16, description="CPU threads per model interpreter.")
+    threads: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="CPU threads per model interpreter. 2 suits both a 2-core machine and a 4-core Raspberry Pi 5 "
+        "(with `pipeline.stage_threads` detection and embedding run at the same time: 2 + 2 threads, capture beside).",
+    )
     models_dir: Path | None = Field(
         None,
         description="Folder holding manifest.json and the model files; "
@@ -201,6 +207,81 @@ class TrackingSettings(_Section):
     realert_s: float = Field(
         60.0, ge=0, description="Cooldown per (camera, entry) across tracks: no second hit within this many seconds."
     )
+    embed_every: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="An undecided track's face is embedded again at least every this many frames (besides its "
+        "first face, a clearly better face, and every frame while a hit awaits confirmation).",
+    )
+    no_match_after: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="A track whose this many embedded faces matched no entry is decided (not embedded again "
+        "unless a clearly better face shows up).",
+    )
+    no_match_recheck: int = Field(
+        30,
+        ge=0,
+        le=10000,
+        description="A track decided as no match is looked at again every this many frames (a face turning "
+        "towards the camera, an occluder leaving); 0: never.",
+    )
+    better_face: float = Field(
+        1.3,
+        ge=1,
+        le=10,
+        description="A face this many times wider than the best one embedded so far for its track (or as wide and "
+        "half as turned away, or twice as sharp) is embedded again, also for a track decided as no match.",
+    )
+
+
+class MotionSettings(_Section):
+    width: int = Field(160, ge=32, le=640, description="Width (pixels) of the grey copy frames are compared on.")
+    threshold: int = Field(
+        14, ge=1, le=255, description="Grey-level difference (0-255, on the blurred small copy) that counts as a change."
+    )
+    min_pixels: int = Field(4, ge=1, description="Changed pixels of the small copy a change needs (fewer are noise or a leaf).")
+    pad_px: int = Field(48, ge=0, le=512, description="Frame pixels added around each change before the fine pass looks there.")
+
+
+class PipelineSettings(_Section):
+    motion_gate: bool = Field(
+        True,
+        description="Compare each frame with the previous one and run the detector only when something changed "
+        "(tracks stay alive on static frames); false: detect on every frame.",
+    )
+    keyframe_every: int = Field(
+        10, ge=1, le=1000, description="Detect at least every this many frames even when nothing changed."
+    )
+    fine_every: int = Field(
+        150,
+        ge=1,
+        le=100000,
+        description="The fine pass for small faces looks only at changed parts of the frame (within the camera's "
+        "`regions`), and at the whole frame (or all `regions`) at least every this many frames.",
+    )
+    track_every: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="While every change is where a known face is expected and none needs an embedding, detect only "
+        "every this many frames (tracks are predicted in between); 1: detect on every changed frame.",
+    )
+    fine_window_px: int = Field(
+        384,
+        ge=64,
+        le=4096,
+        description="Side (frame pixels) of the square windows the fine pass examines around changes; one size keeps "
+        "one detector input size (384 = the detector's own 192 px input at the default min_face_px).",
+    )
+    stage_threads: bool = Field(
+        True,
+        description="Run detection and embedding/matching in two threads (two cores busy on a stream); "
+        "false: one thread does both, in turn.",
+    )
+    motion: MotionSettings = Field(default_factory=MotionSettings, description="Change detection.")
 
 
 class OutboxSettings(_Section):
@@ -249,6 +330,9 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="Store-and-forward of hits.")
     privacy: PrivacySettings = Field(default_factory=PrivacySettings, description="Data minimisation.")
     daemon: DaemonSettings = Field(default_factory=DaemonSettings, description="Daemon behaviour.")
+    pipeline: PipelineSettings = Field(
+        default_factory=PipelineSettings, description="Where the CPU goes: change gating, fine-pass schedule, stages."
+    )
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> Settings:

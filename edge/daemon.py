@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import statistics
 import threading
 import time
 import uuid
@@ -21,7 +20,6 @@ from collections import deque
 from typing import Any
 
 import cv2
-import numpy as np
 
 from edge import __version__, audit
 from edge.analyze import FaceAnalyser
@@ -34,9 +32,10 @@ from edge.errors import ConfigError
 from edge.health import cpu_temperature_c, sd_notify, watchdog_interval_s
 from edge.match import Matcher, MatcherHolder
 from edge.outbox import Outbox, StorageError, StorageFullError
+from edge.pipeline import FramePipeline, FrameResult
 from edge.progress import Progress
 from edge.publish import BrokerOptions, ConsoleSink, Publisher, ack_topic, hits_topic
-from edge.track import Decision, Observation, Tracker
+from edge.track import Decision, Tracker
 from edge.watchlist.bundle import format_time, trusted_keys
 from edge.watchlist.store import WatchlistStore
 from edge.watchlist.sync import WatchlistSync
@@ -82,8 +81,10 @@ class Daemon:
         self.runners = [SourceRunner(src, settings.daemon.queue_frames, self.wake) for src in settings.sources]
         self.fingerprints = {r.camera: r.fingerprint() for r in self.runners if not r.live}
         self.report = Progress(self.runners, json_hits=json_hits)
-        self.regions = {src.camera: src.regions for src in settings.sources if src.regions}
-        self.stage_ms: dict[str, deque[float]] = {k: deque(maxlen=200) for k in ("detect", "align", "embed", "match")}
+        regions = {src.camera: src.regions for src in settings.sources if src.regions}
+        self.pipeline = FramePipeline(
+            self.analyser, self.tracker, self.holder, settings.pipeline, regions=regions, keep_crops=settings.privacy.thumbnails
+        )
         self.frame_times: deque[float] = deque(maxlen=100)
         self.last_progress = time.monotonic()
         self.last_error: str | None = None if self.db_report.ok else self.db_report.summary()
@@ -274,39 +275,14 @@ class Daemon:
 
     # --- pipeline ---
 
-    def process(self, item: CapturedFrame) -> None:
-        a = self.analyser
-        a.timings.clear()
-        faces = []
-        seen = a.analyse(item.image, regions=self.regions.get(item.camera))
-        for f in seen:
-            if f.passed_gate:
-                faces.append(f)
-            else:
-                log.debug("camera %s frame %d: a face failed the quality gate (%s)", item.camera, item.index,
-                          "; ".join(f.gate_reasons))  # fmt: skip
-        for stage in ("detect", "align", "embed"):
-            for v in a.timings.get(stage, []):
-                self.stage_ms[stage].append(v)
-        matcher = self.holder.matcher
-        observations = []
-        if faces and matcher is not None:
-            t0 = time.perf_counter()
-            matches = matcher.search(np.stack([f.embedding for f in faces]))
-            self.stage_ms["match"].append((time.perf_counter() - t0) * 1000.0)
-            keep_crops = self.s.privacy.thumbnails
-            for f, m in zip(faces, matches, strict=True):
-                thr = a.threshold.for_face(f.quality, m.entry_threshold if m else None)
-                observations.append(
-                    Observation(f.detection.box, f.quality, m, thr, item.index, item.t, item.wall, f.crop if keep_crops else None)
-                )
-        # Embeddings and crops of faces that matched no one go out of scope here.
-        if item.still:
-            self._emit(self.tracker.still(item.camera, observations))
-        else:
-            self._emit(self.tracker.update(item.camera, item.t, observations))
+    def _frame_done(self, r: FrameResult) -> None:
+        if r.error is not None:  # one bad frame must not stop the device
+            self.last_error = f"frame {r.item.index} of {r.item.camera}: {r.error}"
+            log.error("pipeline error on %s frame %d", r.item.camera, r.item.index, exc_info=r.error)
+            return
+        self._emit(r.decisions)
         self.frame_times.append(time.monotonic())
-        self.report.frame(item.camera, faces=len(seen), gated=len(seen) - len(faces), tracks=self.tracker.started[item.camera])
+        self.report.frame(r.item.camera, faces=r.faces, gated=r.gated, tracks=self.tracker.started[r.item.camera])
 
     def _next_frame(self, timeout: float) -> CapturedFrame | None:
         deadline = time.monotonic() + timeout
@@ -344,7 +320,7 @@ class Daemon:
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started, 1),
             "fps": round(fps, 2),
-            "latency_ms": {k: round(statistics.median(v), 2) if v else None for k, v in self.stage_ms.items()},
+            "latency_ms": self.pipeline.latency_ms(),
             "outbox": {"depth": ob.depth, "oldest_age_s": ob.oldest_age_s, "dropped": ob.dropped, "failed": ob.failed_publishes},
             "hits": self.hits,
             "watchlist": {
@@ -390,15 +366,13 @@ class Daemon:
         next_purge = time.monotonic() + 60
         code = 0
         while not self.stop_event.is_set():
-            item = self._next_frame(timeout=0.5)
+            item = self._next_frame(timeout=0.5 if self.pipeline.idle() else 0.02)
             self.last_progress = time.monotonic()
             if item is not None:
-                try:
-                    self.process(item)
-                except Exception as exc:  # one bad frame must not stop the device
-                    self.last_error = f"frame {item.index} of {item.camera}: {exc}"
-                    log.exception("pipeline error on %s frame %d", item.camera, item.index)
-            else:
+                self.pipeline.submit(item)
+            for result in self.pipeline.finished(wait_s=0.0 if item is not None else 0.05):
+                self._frame_done(result)
+            if item is None and self.pipeline.idle():
                 for r in self.runners:
                     if r.live:
                         self._emit(self.tracker.update(r.camera, time.monotonic(), []))
@@ -471,6 +445,9 @@ class Daemon:
         sd_notify("STOPPING=1")
         for r in self.runners:
             r.stop()
+        for result in self.pipeline.drain():
+            self._frame_done(result)
+        self.pipeline.stop()
         if self.stop_event.is_set():
             self._emit(self.tracker.finish())
             if self.publisher.connected.is_set():  # a moment for hits just made; never long (systemd and Ctrl-C wait)

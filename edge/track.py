@@ -10,6 +10,12 @@ photo is its own track, decided at its threshold as ``edge eval`` does, and a ph
 sighting of its own, so the cooldown does not apply. Nothing about faces that matched no one
 is kept beyond the box needed to follow them; the debug log says why each track did not hit
 (scores and reasons, never an entry, crop or vector).
+
+Embedding is the costly step, so the tracker also says which faces need one (``wants_embedding``):
+a new track's first face, a clearly better face than the best embedded so far, every frame while
+a hit awaits confirmation, and every ``embed_every`` frames while the track is undecided. A track
+that raised its hit, or whose ``no_match_after`` embedded faces matched no one, is decided and
+not embedded again (unless a clearly better face of a no-match track shows up).
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ class Observation:
     t: float  # source time (media time for recordings, monotonic for live cameras)
     wall: float  # wall-clock seconds
     crop: np.ndarray | None = None  # aligned face, kept only while it is the best hit frame of a track
+    embedded: bool = True  # False: the tracker did not ask for this face's embedding (match is None)
+    whole: bool = True  # False: the face touches the frame's edge (partly outside)
 
     @property
     def is_hit(self) -> bool:
@@ -57,13 +65,46 @@ class Track:
     votes: dict[str, list[Observation]] = field(default_factory=dict)
     alerted: set[str] = field(default_factory=set)
     best_miss: tuple[float, float] | None = None  # (score, threshold) of the best frame below its threshold
+    alive_t: float = float("-inf")  # last static frame on which the track was kept without detection
+    embedded: int = 0  # faces of this track embedded and matched
+    misses: int = 0  # of those, faces that matched no entry
+    best_embedded: Quality | None = None
+    last_embedded_frame: int = -(10**9)
+    crossed: bool = False  # another face overlapped this one since its last embedding: links may have swapped
+
+    velocity: np.ndarray | None = None  # box corner motion, frame pixels per second
 
     def add(self, obs: Observation) -> None:
+        dt = obs.t - self.last.t
+        if dt > 0:
+            v = (obs.box[:2] - self.last.box[:2]) / dt
+            self.velocity = v if self.velocity is None else 0.5 * (self.velocity + v)
         self.last = obs
         self.frames += 1
         self._vote(obs)
 
+    def predicted(self, t: float) -> np.ndarray:
+        """Where the face should be at ``t`` if it keeps moving as it did (walkers move their own width in a few frames)."""
+        if self.velocity is None or t <= self.last.t:
+            return self.last.box
+        box = self.last.box.astype(np.float64).copy()
+        box[:2] += self.velocity * min(t - self.last.t, 1.0)
+        return box
+
+    @property
+    def seen_t(self) -> float:
+        return max(self.last.t, self.alive_t)
+
     def _vote(self, obs: Observation) -> None:
+        if obs.embedded:
+            self.crossed = False
+            self.embedded += 1
+            self.last_embedded_frame = obs.frame_index
+            # A face cut by the frame's edge proves nothing: it neither sets the bar nor counts as a miss.
+            if obs.whole and (self.best_embedded is None or obs.quality.size_px > self.best_embedded.size_px):
+                self.best_embedded = obs.quality
+            if not obs.is_hit and obs.whole:
+                self.misses += 1
         if not obs.is_hit or obs.match is None:
             obs.crop = None  # nothing of a face that matched no one is kept
             if obs.match is not None and (self.best_miss is None or obs.match.score > self.best_miss[0]):
@@ -104,6 +145,15 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+def clearly_better(q: Quality, best: Quality, ratio: float) -> bool:
+    """Whether face ``q`` is worth another embedding after ``best``: much wider, or as wide and more frontal or sharper."""
+    if q.size_px >= best.size_px * ratio:
+        return True
+    if q.size_px < best.size_px:
+        return False
+    return (abs(best.yaw) >= 10.0 and abs(q.yaw) <= abs(best.yaw) / 2) or q.sharpness >= 2 * best.sharpness
+
+
 class Tracker:
     def __init__(self, settings: TrackingSettings) -> None:
         self.s = settings
@@ -111,28 +161,100 @@ class Tracker:
         self._last_alert: dict[tuple[str, str], float] = {}
         self._ids = itertools.count(1)
         self.started: Counter[str] = Counter()  # tracks begun per camera (for progress figures)
+        self._detected_t: dict[str, float] = {}  # per camera: time of the last frame faces were detected on
 
     def active(self, camera: str) -> list[Track]:
         return self.tracks.get(camera, [])
 
-    def update(self, camera: str, t: float, observations: list[Observation]) -> list[Decision]:
-        """Link this frame's faces to tracks; return the hits decided by this frame (and by tracks that ended)."""
-        decisions = self._expire(camera, t)
-        tracks = self.tracks.setdefault(camera, [])
+    def link(self, camera: str, boxes: list[np.ndarray], t: float | None = None) -> list[Track | None]:
+        """The track each box continues (greedy by overlap with where the track should be at ``t``), None for a new face.
+
+        Changes nothing.
+        """
+        tracks = self.tracks.get(camera, [])
+        expected = [tr.last.box if t is None else tr.predicted(t) for tr in tracks]
         pairs = sorted(
-            ((iou(tr.last.box, ob.box), ti, oi) for ti, tr in enumerate(tracks) for oi, ob in enumerate(observations)),
+            (
+                (max(iou(tr.last.box, box), iou(expected[ti], box)), ti, oi)
+                for ti, tr in enumerate(tracks)
+                for oi, box in enumerate(boxes)
+            ),
             reverse=True,
         )
         used_t: set[int] = set()
-        used_o: set[int] = set()
-        touched: list[Track] = []
+        out: list[Track | None] = [None] * len(boxes)
         for score, ti, oi in pairs:
-            if score < self.s.iou_match or ti in used_t or oi in used_o:
+            if score < self.s.iou_match or ti in used_t or out[oi] is not None:
                 continue
             used_t.add(ti)
+            out[oi] = tracks[ti]
+        return out
+
+    def wants_embedding(self, track: Track | None, quality: Quality, frame_index: int, *, whole: bool = True) -> bool:
+        """Whether this frame's face of ``track`` (None: a new face) needs an embedding (see the module doc).
+
+        ``whole``: False for a face cut by the frame's edge (someone walking in): it is looked at on the
+        undecided schedule but never counts towards "no match", and the first whole face is embedded.
+        """
+        if track is None:
+            return True
+        if track.crossed:
+            return True  # another face came close: this may be someone else now
+        if track.alerted:
+            return False  # its hit is raised: nothing more to learn
+        if whole and (track.best_embedded is None or clearly_better(quality, track.best_embedded, self.s.better_face)):
+            return True
+        if track.votes:
+            return True  # a hit awaits confirmation by more frames
+        since = frame_index - track.last_embedded_frame
+        if track.misses >= self.s.no_match_after:
+            # Decided "no match": only a rare second look (a face turning, an occluder leaving).
+            return bool(self.s.no_match_recheck) and since >= self.s.no_match_recheck
+        return since >= self.s.embed_every
+
+    def embed_due(self, track: Track) -> float:
+        """The frame index from which ``track`` wants its next embedding whatever its face (inf: decided)."""
+        if track.crossed:
+            return float("-inf")
+        if track.alerted:
+            return float("inf")
+        if not track.votes and track.misses >= self.s.no_match_after:
+            return float(track.last_embedded_frame + self.s.no_match_recheck) if self.s.no_match_recheck else float("inf")
+        if track.votes:
+            return float("-inf")
+        return float(track.last_embedded_frame + self.s.embed_every)
+
+    def keep_alive(self, camera: str, t: float) -> list[Decision]:
+        """A frame skipped as unchanged: its tracks are still there (a still person does not vanish)."""
+        decisions = self._expire(camera, t)
+        detected = self._detected_t.get(camera, float("-inf"))
+        for tr in self.tracks.get(camera, []):
+            # Only faces seen on the last detected frame: one that had left by then must still end.
+            if tr.last.t >= detected:
+                tr.alive_t = t
+        return decisions
+
+    def update(
+        self, camera: str, t: float, observations: list[Observation], links: list[Track | None] | None = None
+    ) -> list[Decision]:
+        """Link this frame's faces to tracks; return the hits decided by this frame (and by tracks that ended).
+
+        ``links``: the result of ``link`` for these observations' boxes, when it was needed before (embedding).
+        """
+        decisions = self._expire(camera, t)
+        self._detected_t[camera] = t
+        tracks = self.tracks.setdefault(camera, [])
+        if links is None:
+            links = self.link(camera, [ob.box for ob in observations], t)
+        live = {id(tr) for tr in tracks}
+        touched: list[Track] = []
+        used_o: set[int] = set()
+        for oi, tr in enumerate(links):
+            if tr is None or id(tr) not in live:  # a linked track that just expired starts a new one
+                continue
             used_o.add(oi)
-            tracks[ti].add(observations[oi])
-            touched.append(tracks[ti])
+            tr.add(observations[oi])
+            touched.append(tr)
         for oi, ob in enumerate(observations):
             if oi in used_o:
                 continue
@@ -141,6 +263,11 @@ class Tracker:
             tr._vote(ob)
             tracks.append(tr)
             touched.append(tr)
+        # Two faces that overlap may leave with each other's tracks (people passing): a decided track is then
+        # looked at again, so nobody inherits a stranger's "no match" (or someone else's hit).
+        for tr in touched:
+            if sum(iou(tr.last.box, ob.box) > 0.0 for ob in observations) > 1:
+                tr.crossed = True
         for tr in touched:
             decisions.extend(self._decide(tr, final=False))
         return decisions
@@ -186,7 +313,7 @@ class Tracker:
         out: list[Decision] = []
         keep = []
         for tr in self.tracks.get(camera, []):
-            if t - tr.last.t > self.s.max_gap_s:
+            if t - tr.seen_t > self.s.max_gap_s:
                 out.extend(self._decide(tr, final=True))
             else:
                 keep.append(tr)

@@ -1,0 +1,414 @@
+"""Stream benchmarks: generated clips of people walking through, run by edge's pipeline and by a plain one.
+
+A pole camera mostly sees an empty street and a few people crossing it. The clip is built
+from labelled photos (the development set when given, else the two shipped samples): each
+walker's head and shoulders cross the frame with a face 30-60 px wide (some larger), at most
+five at a time, most frames empty. Frames are JPEG-encoded once, as a camera sends them, and
+each run decodes them in a capture thread, so both pipelines pay the same decoding.
+
+The plain pipeline is the reference edge is measured against, in the same run on the same
+frames: the detector's full-frame pass once per frame (no fine pass, no close-face retry),
+every gated face embedded and matched, the same tracker and alert policy. Figures are wall
+time (sustained frames/s) and process CPU time (CPU-seconds per minute of video).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.analyze import FaceAnalyser
+from edge.capture import CapturedFrame
+from edge.config import PipelineSettings, Settings, TrackingSettings
+from edge.detectors.base import Detector
+from edge.detectors.blazeface import BlazeFaceDetector
+from edge.match import Matcher, MatcherHolder
+from edge.measure.scenes import cover
+from edge.pipeline import FramePipeline
+from edge.runtime import load_model
+from edge.sources import decode_image, load_image
+from edge.track import Decision, Observation, Tracker
+
+log = logging.getLogger(__name__)
+
+STRANGERS = 1000  # watchlist entries besides the listed walkers
+_Row = tuple[str, str | None, str | None, float | None, np.ndarray]  # a watchlist row for Matcher.build
+
+
+@dataclass(frozen=True)
+class Person:
+    identity: str
+    patch: np.ndarray  # head and shoulders, RGB
+    face: tuple[float, float, float, float]  # face box in the patch
+    listed: bool
+
+
+@dataclass(frozen=True)
+class Walker:
+    person: Person
+    start: int  # first frame
+    frames: int
+    path: tuple[float, float, float, float]  # x0, y0 -> x1, y1: face centre, frame pixels
+    face_px: tuple[float, float]  # face width at start and end
+
+
+@dataclass
+class Clip:
+    jpegs: list[bytes]
+    size: tuple[int, int]
+    fps: float
+    walkers: list[Walker]
+    matcher: Matcher
+
+    @property
+    def expected(self) -> set[str]:
+        return {w.person.identity for w in self.walkers if w.person.listed}
+
+
+REFERENCE_THREADS = 2
+
+
+def head_and_shoulders(photo: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    x, y, w, h = (float(v) for v in box)
+    cx, cy = x + w / 2, y + h / 2
+    x0, x1 = max(0, round(cx - 1.4 * w)), min(photo.shape[1], round(cx + 1.4 * w))
+    y0, y1 = max(0, round(cy - 1.3 * h)), min(photo.shape[0], round(cy + 2.2 * h))
+    return photo[y0:y1, x0:x1].copy(), (x - x0, y - y0, w, h)
+
+
+def load_people(analyser: FaceAnalyser, photos: Path | None, count: int, listed: int) -> tuple[list[Person], Matcher]:
+    """``count`` people (the first ``listed`` on the watchlist, enrolled from the same photo) and the watchlist."""
+    from edge.measure.bench import sample_image
+
+    images: list[tuple[str, np.ndarray]] = []
+    if photos is not None and (photos / "faces.csv").is_file():
+        seen: set[str] = set()
+        with (photos / "faces.csv").open(encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                if row["identity"] not in seen:
+                    seen.add(row["identity"])
+                    images.append((row["identity"], load_image(photos / row["path"])))
+    else:
+        images = [("astronaut", sample_image("astronaut.png")), ("photographer", sample_image("camera.png"))]
+    listed = min(listed, max(1, min(count, len(images)) // 2))  # some walkers must be strangers
+    people: list[Person] = []
+    enrolled: list[tuple[str, np.ndarray]] = []
+    for identity, img in images:
+        faces = analyser.analyse(img, largest_only=True)
+        if not faces or not faces[0].passed_gate:
+            continue
+        patch, face = head_and_shoulders(img, faces[0].detection.box)
+        shrink = min(1.0, 240.0 / face[2])  # no walker's face is larger than 240 px: resize less per frame
+        if shrink < 1.0:
+            patch = cv2.resize(patch, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+            face = (face[0] * shrink, face[1] * shrink, face[2] * shrink, face[3] * shrink)
+        is_listed = len(enrolled) < listed
+        if is_listed:
+            enrolled.append((identity, faces[0].embedding))
+        people.append(Person(identity, patch, face, is_listed))
+        if len(people) == count:
+            break
+    dim = analyser.embedder.dimension
+    others = np.random.default_rng(7).standard_normal((STRANGERS, dim)).astype(np.float32)  # strangers on the list
+    others /= np.linalg.norm(others, axis=1, keepdims=True)
+    batches: list[list[_Row]] = [[(f"e{i}", None, None, None, others[i : i + 1]) for i in range(STRANGERS)]]
+    batches.append([(ident, ident, None, None, emb[None]) for ident, emb in enrolled])
+    matcher = Matcher.build(
+        batches, name="bench", version=1, sha256="", dimension=dim, total_embeddings=STRANGERS + len(enrolled)
+    )
+    return people, matcher
+
+
+def paste(frame: np.ndarray, person: Person, cx: float, cy: float, face_px: float) -> None:
+    """Blend ``person`` into ``frame`` with the face centre at (cx, cy) and ``face_px`` wide (in place)."""
+    fx, fy, fw, fh = person.face
+    scale = face_px / fw
+    patch = cv2.resize(person.patch, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    ph, pw = patch.shape[:2]
+    x0, y0 = round(cx - (fx + fw / 2) * scale), round(cy - (fy + fh / 2) * scale)
+    h, w = frame.shape[:2]
+    sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + pw), min(h, y0 + ph)
+    if sx1 <= sx0 or sy1 <= sy0:
+        return
+    mask = np.zeros((ph, pw), np.float32)
+    cv2.ellipse(mask, (pw // 2, ph // 2), (pw // 2, ph // 2), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, pw / 30))[:, :, None]
+    part = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
+    region = frame[sy0:sy1, sx0:sx1].astype(np.float32)
+    m = mask[part]
+    frame[sy0:sy1, sx0:sx1] = (region * (1 - m) + patch[part].astype(np.float32) * m).astype(np.uint8)
+
+
+def plan_walkers(
+    people: list[Person], frames: int, size: tuple[int, int], rng: np.random.Generator, *, crowd: int = 0
+) -> list[Walker]:
+    """People crossing the frame in groups of 0-5 with empty stretches between; or a standing ``crowd``."""
+    w, h = size
+    out: list[Walker] = []
+    if crowd:
+        cols = 5
+        rows = -(-crowd // cols)
+        for i in range(crowd):
+            r, c = divmod(i, cols)
+            cx, cy = (c + 0.5) * w / cols, (r + 0.5) * h / rows
+            drift = float(rng.uniform(-40, 40))
+            px = float(rng.uniform(50, 90))
+            out.append(Walker(people[i % len(people)], 0, frames, (cx - drift, cy, cx + drift, cy), (px, px)))
+        return out
+    order = list(rng.permutation(len(people)))
+    start = int(frames * 0.05)
+    while order and start < frames:
+        group = [people[order.pop()] for _ in range(min(len(order), int(rng.integers(1, 6))))]
+        span = int(frames * rng.uniform(0.12, 0.2))
+        for k, p in enumerate(group):
+            # One lane each, so walkers of a group pass one another instead of hiding one another's face.
+            y = float((0.2 + 0.6 * (k + rng.uniform(0.3, 0.7)) / len(group)) * h)
+            # At most one near walker a group: a big head pasted over a whole lane would hide the others' faces.
+            big = k == 0 and rng.random() < 0.4
+            f0 = float(rng.uniform(80, 160) if big else rng.uniform(30, 45))
+            f1 = f0 * float(rng.uniform(1.1, 1.4)) if big else min(60.0, f0 * float(rng.uniform(1.1, 1.4)))
+            # A walker moves a fifth to a third of its face width a frame (1.4 m/s at 15 frames/s).
+            travel = min(0.9 * w, float(rng.uniform(0.2, 0.33)) * (f0 + f1) / 2 * span)
+            x0 = float(rng.uniform(0.05 * w, 0.95 * w - travel))
+            x0, x1 = (x0, x0 + travel) if rng.integers(2) else (x0 + travel, x0)
+            delay = int(rng.integers(0, max(1, span // 4)))
+            if start + delay + span > frames:
+                continue  # walkers cross the whole way within the clip: each one is an expected hit or stranger
+            out.append(Walker(p, start + delay, span, (x0, y, x1, y + float(rng.uniform(-0.05, 0.05) * h)), (f0, f1)))
+        start += span + int(frames * rng.uniform(0.08, 0.15))
+    return out
+
+
+def make_clip(
+    analyser: FaceAnalyser,
+    photos: Path | None,
+    *,
+    size: tuple[int, int],
+    frames: int,
+    fps: float = 15.0,
+    crowd: int = 0,
+    seed: int = 0,
+    cast: tuple[list[Person], Matcher] | None = None,
+) -> Clip:
+    """A clip of walkers (or a standing ``crowd``); ``cast``: people and watchlist from ``load_people`` to reuse."""
+    from edge.measure.bench import sample_image
+
+    rng = np.random.default_rng(seed)
+    people, matcher = cast or load_people(analyser, photos, count=max(crowd, 10), listed=5)
+    walkers = plan_walkers(people, frames, size, rng, crowd=crowd)
+    street = cover(sample_image("camera.png")[300:, :], *size)
+    street = cv2.cvtColor(cv2.cvtColor(street, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    noise = [rng.integers(0, 6, size=(size[1], size[0], 3), dtype=np.uint8) for _ in range(3)]  # sensor noise
+    jpegs = []
+    for i in range(frames):
+        frame = street.copy()
+        for wk in walkers:
+            k = i - wk.start
+            if 0 <= k < wk.frames:
+                a = k / max(1, wk.frames - 1)
+                x0, y0, x1, y1 = wk.path
+                paste(
+                    frame, wk.person, x0 + a * (x1 - x0), y0 + a * (y1 - y0), wk.face_px[0] + a * (wk.face_px[1] - wk.face_px[0])
+                )
+        frame = cv2.add(frame, noise[i % 3])
+        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+        assert ok
+        jpegs.append(jpeg.tobytes())
+    return Clip(jpegs, size, fps, walkers, matcher)
+
+
+def frames_of(clip: Clip, out: queue.Queue[CapturedFrame | None], cpu: list[float]) -> None:
+    """The capture thread: decode each frame as a camera's stream arrives (bounded queue, like a recording)."""
+    for i, data in enumerate(clip.jpegs):
+        t = time.thread_time()
+        image = decode_image(data)
+        cpu.append(time.thread_time() - t)
+        out.put(CapturedFrame("bench", image, i, i / clip.fps, time.time()))
+    out.put(None)
+
+
+class PlainPipeline:
+    """The reference: full-frame pass once per frame, every gated face embedded and matched, same tracker."""
+
+    def __init__(self, analyser: FaceAnalyser, holder: MatcherHolder, tracking: TrackingSettings) -> None:
+        self.analyser = analyser
+        self.holder = holder
+        self.tracker = Tracker(tracking)
+        # The reference is BlazeFace full-range whatever the configured detector is (the issue's plain pipeline).
+        model = load_model(analyser.manifest, "blazeface-full-range", kind="detector", threads=REFERENCE_THREADS)
+        self.detector: Detector = BlazeFaceDetector(model, close_face_retry=False, min_face_px=None)
+        self.embedded = 0
+
+    def process(self, item: CapturedFrame) -> list[Decision]:
+        a = self.analyser
+        faces = [f for f in a.prepare(item.image, self.detector.detect(item.image)) if f.passed_gate]
+        matcher = self.holder.matcher
+        if not faces or matcher is None:
+            return self.tracker.update(item.camera, item.t, [])
+        a.embed_faces(faces)
+        self.embedded += len(faces)
+        matches = matcher.search(np.stack([f.embedding for f in faces]))
+        obs = [
+            Observation(f.detection.box, f.quality, m, a.threshold.for_face(f.quality, m.entry_threshold if m else None),
+                        item.index, item.t, item.wall)
+            for f, m in zip(faces, matches, strict=True)
+        ]  # fmt: skip
+        return self.tracker.update(item.camera, item.t, obs)
+
+
+def run_clip(clip: Clip, pipeline: FramePipeline | PlainPipeline) -> dict[str, Any]:
+    """Run ``clip`` through ``pipeline`` as fast as it goes: frames/s, CPU-seconds per minute of video, hits.
+
+    Sustained figures: the clock starts once the first frame is done (a stream's start-up, every face new
+    at once, is not what it sustains).
+    """
+    frames: queue.Queue[CapturedFrame | None] = queue.Queue(maxsize=4)
+    decode_cpu: list[float] = []
+    capture = threading.Thread(target=frames_of, args=(clip, frames, decode_cpu), name="bench-capture", daemon=True)
+    hits: list[str] = []
+
+    def results(wait: bool) -> None:
+        if isinstance(pipeline, FramePipeline):
+            for r in pipeline.drain() if wait else pipeline.finished():
+                if r.error is not None:
+                    raise r.error
+                hits.extend(d.entry_id for d in r.decisions)
+
+    def step(item: CapturedFrame) -> None:
+        if isinstance(pipeline, PlainPipeline):
+            hits.extend(d.entry_id for d in pipeline.process(item))
+        else:
+            pipeline.submit(item)
+            results(wait=False)
+
+    capture.start()
+    first = frames.get()
+    assert first is not None
+    step(first)
+    results(wait=True)
+    decode_cpu.clear()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    while (item := frames.get()) is not None:
+        step(item)
+    results(wait=True)
+    hits.extend(d.entry_id for d in pipeline.tracker.finish())
+    embedded = pipeline.counts["embedded"] if isinstance(pipeline, FramePipeline) else pipeline.embedded
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    capture.join()
+    n = len(clip.jpegs) - 1
+    minutes = n / clip.fps / 60.0
+    expected = clip.expected
+    return {
+        "frames": n,
+        "fps": round(n / wall, 1),
+        "cpu_s_per_video_min": round(cpu / minutes, 1),
+        "cpu_s": round(cpu, 2),
+        "decode_cpu_s": round(sum(decode_cpu), 2),  # the capture thread's share (the same for any pipeline)
+        "wall_s": round(wall, 2),
+        "embedded": embedded,
+        "hits_expected": len(expected),
+        "hits_found": len(expected & set(hits)),
+        "false_hits": sorted(set(hits) - expected),
+    }
+
+
+def compare(
+    analyser: FaceAnalyser,
+    clip: Clip,
+    settings: PipelineSettings,
+    tracking: TrackingSettings,
+) -> dict[str, Any]:
+    """edge's pipeline and the plain one on the same clip, in the same run: both rows and their ratios."""
+    holder = MatcherHolder(clip.matcher)
+    # Warm-up: the detector builds its interpreter for the fine pass's input size once per process, not per stream.
+    warm = FramePipeline(analyser, Tracker(tracking), holder, settings.model_copy(update={"stage_threads": False}))
+    warm.process(CapturedFrame("warm-up", decode_image(clip.jpegs[0]), 0, 0.0, 0.0))
+    edge_pipe = FramePipeline(analyser, Tracker(tracking), holder, settings)
+    try:
+        edge_row = run_clip(clip, edge_pipe)
+        edge_row["detected_frames"] = edge_pipe.counts["detected"]
+        edge_row["fine_frames"] = edge_pipe.counts["fine"]
+    finally:
+        edge_pipe.stop()
+    plain = run_clip(clip, PlainPipeline(analyser, holder, tracking))
+    return {
+        "edge": edge_row,
+        "reference": plain,
+        "speed_ratio": round(edge_row["fps"] / max(plain["fps"], 1e-9), 2),
+        "cpu_ratio": round(edge_row["cpu_s"] / max(plain["cpu_s"], 1e-9), 2),
+        "cpu_ratio_after_decode": round(
+            (edge_row["cpu_s"] - edge_row["decode_cpu_s"]) / max(plain["cpu_s"] - plain["decode_cpu_s"], 1e-9), 2
+        ),
+    }
+
+
+def moving_faces_clip(
+    width: int, height: int, faces: int, frames: int, matcher: Matcher, *, face_px: float | None = None, fps: float = 15.0
+) -> Clip:
+    """The bench's synthetic frame with ``faces`` faces drifting a few pixels a frame (a stream, not a still)."""
+    from edge.measure.bench import synthetic_frame
+
+    street = synthetic_frame(width, height, 0)
+    still = synthetic_frame(width, height, faces, face_px=face_px)
+    people = (still != street).any(axis=2)
+    rng = np.random.default_rng(3)
+    noise = [rng.integers(0, 6, size=still.shape, dtype=np.uint8) for _ in range(3)]
+    jpegs = []
+    for i in range(frames):
+        # The faces sway left and right by up to 24 px over a still street: every frame they are elsewhere.
+        shift = round(24 * np.sin(i / 6.0))
+        frame = street.copy()
+        where = np.roll(people, shift, axis=1)
+        frame[where] = np.roll(still, shift, axis=1)[where]
+        frame = cv2.add(frame, noise[i % 3])
+        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+        assert ok
+        jpegs.append(jpeg.tobytes())
+    return Clip(jpegs, (width, height), fps, [], matcher)
+
+
+def stream_bench(analyser: FaceAnalyser, *, quick: bool, settings: Settings, photos: Path | None) -> dict[str, Any]:
+    """``edge bench``'s end-to-end rows: ``fps`` (design.md keys), the ``reference`` rows and the ``streams``."""
+    from edge.measure.bench import DISTANT_FACE_PX, FACE_COUNTS, RESOLUTIONS, synthetic_matcher
+
+    matcher = synthetic_matcher(1000, analyser.embedder.dimension)
+    fps: dict[str, dict[str, float]] = {}
+    reference: dict[str, dict[str, float]] = {}
+    ratio: dict[str, dict[str, float]] = {}
+    for label, (w, h) in RESOLUTIONS.items():
+        fps[label], reference[label], ratio[label] = {}, {}, {}
+        for n in FACE_COUNTS:
+            face_px = DISTANT_FACE_PX.get(label)
+            clip = moving_faces_clip(w, h, n, frames=20 if quick else 150, matcher=matcher, face_px=face_px)
+            row = compare(analyser, clip, settings.pipeline, settings.tracking)
+            fps[label][f"faces_{n}"] = row["edge"]["fps"]
+            reference[label][f"faces_{n}"] = row["reference"]["fps"]
+            ratio[label][f"faces_{n}"] = row["speed_ratio"]
+    streams = {}
+    cast = load_people(analyser, photos, count=20, listed=5)
+    walk = make_clip(analyser, photos, size=(1920, 1080), frames=120 if quick else 900, cast=(cast[0][:10], cast[1]))
+    streams["walkers_1920x1080"] = compare(analyser, walk, settings.pipeline, settings.tracking)
+    del walk
+    crowd = make_clip(analyser, photos, size=(1920, 1080), frames=75 if quick else 300, crowd=20, cast=cast)
+    streams["crowd20_1920x1080"] = compare(analyser, crowd, settings.pipeline, settings.tracking)
+    return {
+        "fps": fps,
+        "reference": {
+            "what": "the plain pipeline on the same frames in the same run: the detector's full-frame pass once per "
+            "frame, every face embedded and matched, no fine pass",
+            "fps": reference,
+            "speed_ratio": ratio,
+        },
+        "streams": streams,
+        "pipeline": settings.pipeline.model_dump(mode="json"),
+        "threads_per_model": settings.recognition.threads,
+    }

@@ -1,0 +1,160 @@
+"""Spending the CPU where faces are: change gating, track-level embedding, the staged pipeline — without losing a hit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.analyze import FaceAnalyser
+from edge.capture import CapturedFrame
+from edge.config import MotionSettings, PipelineSettings, TrackingSettings
+from edge.match import Match, MatcherHolder
+from edge.measure.bench import synthetic_frame
+from edge.measure.stream import compare, load_people, make_clip
+from edge.motion import MotionGate
+from edge.pipeline import FramePipeline, windows
+from edge.quality import Quality
+from edge.track import Observation, Tracker
+
+Q = Quality(size_px=40, sharpness=100, yaw=0, detector_score=0.9)
+
+
+def noisy(frame: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out: np.ndarray = np.clip(frame.astype(np.int16) + rng.integers(-3, 4, size=frame.shape), 0, 255).astype(np.uint8)
+    return out
+
+
+def test_a_static_scene_with_sensor_noise_is_unchanged_and_a_moving_face_is_found_where_it_is() -> None:
+    gate = MotionGate(MotionSettings())
+    street = synthetic_frame(1280, 720, 0)
+    assert gate.update(noisy(street, 0)).first
+    for seed in range(1, 4):
+        assert not gate.update(noisy(street, seed)).moved
+    with_face = synthetic_frame(1280, 720, 1, face_px=45)
+    change = gate.update(noisy(with_face, 9))
+    assert change.moved and len(change.boxes) == 1
+    x, y, w, h = change.boxes[0]
+    assert x <= 640 <= x + w and y <= 360 <= y + h  # the face sits in the middle of the frame
+    assert w * h < 0.2 * 1280 * 720  # only around it
+
+
+def test_fine_pass_windows_have_one_size_and_cover_the_change() -> None:
+    wins = windows((100, 200, 900, 300), 384, 1920, 1080, overlap=96)
+    assert {(w, h) for _, _, w, h in wins} == {(384, 384)}
+    assert min(x for x, *_ in wins) <= 100 and max(x + w for x, _, w, _ in wins) >= 1000
+    # At the frame's edge a window is shifted inside, never shrunk (a new size would cost a new interpreter).
+    assert windows((1900, 1060, 20, 20), 384, 1920, 1080, overlap=96) == [(1536, 696, 384, 384)]
+
+
+def face(x: float, i: int, entry: str | None, *, embedded: bool = True, size: float = 40.0) -> Observation:
+    m = Match(entry, None, 0.8, 0.1, None) if entry else (Match("other", None, 0.1, None, None) if embedded else None)
+    q = Quality(size_px=size, sharpness=100, yaw=0, detector_score=0.9)
+    return Observation(np.array([x, 100, size, size], float), q, m, 0.6, i, i / 15, 1000 + i, embedded=embedded)
+
+
+def test_the_tracker_asks_for_embeddings_per_track_not_per_frame() -> None:
+    tracker = Tracker(TrackingSettings(embed_every=5, no_match_after=3, no_match_recheck=15, better_face=1.3))
+    asked = []
+    for i in range(40):
+        box = np.array([100 + 3 * i, 100, 40, 40], float)
+        (track,) = tracker.link("c", [box], i / 15)
+        want = tracker.wants_embedding(track, Q, i)
+        asked.append(want)
+        tracker.update("c", i / 15, [face(100 + 3 * i, i, None, embedded=want)], [track])
+    # A stranger: the first face, then every 5th frame until three faces matched no one; then a second look a second.
+    assert [i for i, a in enumerate(asked) if a] == [0, 5, 10, 25]
+    (track,) = tracker.active("c")
+    bigger = Quality(size_px=60, sharpness=100, yaw=0, detector_score=0.9)
+    assert tracker.wants_embedding(track, bigger, 30)  # a clearly better face is worth another look
+    assert not tracker.wants_embedding(track, bigger, 30, whole=False)  # unless the frame's edge cuts it
+
+
+def test_a_pending_hit_is_confirmed_on_the_next_frame_and_then_the_track_is_left_alone() -> None:
+    tracker = Tracker(TrackingSettings(embed_every=5))
+    hits, asked = [], []
+    for i in range(10):
+        (track,) = tracker.link("c", [np.array([100 + 2 * i, 100, 40, 40], float)], i / 15)
+        want = tracker.wants_embedding(track, Q, i)
+        asked.append(want)
+        o = face(100 + 2 * i, i, "A" if want else None, embedded=want)
+        hits += [d.entry_id for d in tracker.update("c", i / 15, [o], [track])]
+    assert hits == ["A"]
+    assert asked[:3] == [True, True, False] and not any(asked[2:])
+
+
+def test_tracks_stay_alive_on_skipped_frames_but_a_face_that_left_does_not() -> None:
+    tracker = Tracker(TrackingSettings(max_gap_s=1.0))
+    tracker.update("c", 0.0, [face(100, 0, None)])
+    for k in range(1, 40):  # 2.6 s of unchanged frames: the person stands still
+        tracker.keep_alive("c", k / 15)
+    assert len(tracker.active("c")) == 1
+    tracker.update("c", 40 / 15, [])  # detected again: nobody there
+    for k in range(41, 70):
+        tracker.keep_alive("c", k / 15)
+    assert tracker.active("c") == []
+
+
+def test_the_pipeline_embeds_tracks_not_frames_and_keeps_the_demo_hit(analyser: FaceAnalyser, tmp_path: Path) -> None:
+    import cv2
+
+    from edge.demo import make_clip as demo_clip
+    from edge.match import Matcher
+    from edge.measure.bench import sample_image
+
+    template = analyser.analyse(sample_image("astronaut.png"), largest_only=True)[0].embedding
+    matcher = Matcher.build(
+        [[("case-0001", None, None, None, template[None])]], name="t", version=1, sha256="", dimension=len(template),
+        total_embeddings=1,
+    )  # fmt: skip
+    tracker = Tracker(TrackingSettings())
+    pipe = FramePipeline(analyser, tracker, MatcherHolder(matcher), PipelineSettings(stage_threads=True))
+    cap = cv2.VideoCapture(str(demo_clip(tmp_path / "clip.avi")))
+    hits: list[str] = []
+    i = 0
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        pipe.submit(CapturedFrame("gate", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), i, i / 10, 0.0))
+        i += 1
+        hits += [d.entry_id for r in pipe.finished() for d in r.decisions]
+    hits += [d.entry_id for r in pipe.drain() for d in r.decisions]
+    pipe.stop()
+    hits += [d.entry_id for d in tracker.finish()]
+    assert hits == ["case-0001"]
+    # 80 frames, each with one of two people: a handful of embeddings, not 80.
+    assert pipe.counts["frames"] == 80
+    assert pipe.counts["embedded"] <= 10
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1920, 1080)])
+def test_on_walkers_edge_raises_every_hit_the_plain_pipeline_raises_and_embeds_fewer_faces(
+    analyser: FaceAnalyser, faces_dir: Path, size: tuple[int, int]
+) -> None:
+    cast = load_people(analyser, faces_dir, count=10, listed=5)
+    clip = make_clip(analyser, faces_dir, size=size, frames=120, cast=cast)
+    row = compare(analyser, clip, PipelineSettings(), TrackingSettings())
+    edge, plain = row["edge"], row["reference"]
+    assert edge["false_hits"] == [] and plain["false_hits"] == []
+    assert edge["hits_found"] == edge["hits_expected"] >= plain["hits_found"]
+    # At 1080p the plain pipeline sees none of these 30-60 px faces (nothing to embed); at 640x480 it embeds more.
+    assert edge["embedded"] < plain["embedded"] or plain["embedded"] == 0
+
+
+def test_two_stages_decide_exactly_as_one_thread_does(analyser: FaceAnalyser, faces_dir: Path) -> None:
+    """Replaying a recording must give the same tracks (event ids), whatever the threads' timing."""
+    from edge.measure.stream import run_clip
+
+    cast = load_people(analyser, faces_dir, count=10, listed=5)
+    clip = make_clip(analyser, faces_dir, size=(640, 480), frames=90, cast=cast)
+    seen = []
+    for staged in (True, False):
+        tracker = Tracker(TrackingSettings())
+        pipe = FramePipeline(analyser, tracker, MatcherHolder(clip.matcher), PipelineSettings(stage_threads=staged))
+        row = run_clip(clip, pipe)
+        pipe.stop()
+        seen.append((dict(pipe.counts), row["hits_found"]))
+    assert seen[0] == seen[1]
