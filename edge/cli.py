@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_provision(sub)
 
-    from edge.operator.alerts_cli import add_parser as add_alerts
+    from edge.central.cli import add_parser as add_alerts
 
     add_alerts(sub)
 

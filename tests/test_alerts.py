@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.central.ingest import AlertStore
 from edge.cli import main
-from edge.operator.alerts import AlertStore
 from tests.broker import Broker
 
 

@@ -47,9 +47,9 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge import models as edge_models
+from edge.central.ingest import AlertStore
 from edge.config import load_settings
 from edge.errors import EdgeError
-from edge.operator.alerts import AlertStore
 from edge.watchlist import bundle as wb
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge.central.ingest import TOPICS, AlertStore
 from edge.errors import EdgeError
-from edge.operator.alerts import TOPICS, AlertStore
 
 
 def _console(store: AlertStore) -> Any:
