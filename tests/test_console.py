@@ -1,0 +1,225 @@
+"""The web console over HTTP: logins, sessions, CSRF, roles, escaping, photos, decisions and mutes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from starlette.testclient import TestClient
+
+from edge.central.web import data
+from edge.central.web.app import ConsoleConfig, create_app
+from edge.central.web.db import open_engine
+from edge.cli import main
+from tests.console_helpers import PASSWORD, add_accounts, csrf_token, hit_doc, login_token, photos_dir, store_hit
+
+BASE = "http://127.0.0.1:8000"
+PERSON_A = [
+    "compreface/CompreFace__embedding-calculator__sample_images__001_A_jpg.jpg",
+    "compreface/CompreFace__embedding-calculator__sample_images__002_A_jpg.jpg",
+]
+
+
+@pytest.fixture(scope="module")
+def with_accounts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with the four accounts, made once: argon2 hashing is slow on purpose."""
+    path = tmp_path_factory.mktemp("accounts") / "central.db"
+    e = open_engine(str(path))
+    add_accounts(e)
+    e.dispose()
+    return path
+
+
+@pytest.fixture
+def engine(tmp_path: Path, with_accounts: Path) -> sa.Engine:
+    shutil.copy(with_accounts, tmp_path / "central.db")
+    return open_engine(str(tmp_path / "central.db"))
+
+
+@pytest.fixture
+def app_client(engine: sa.Engine, tmp_path: Path, faces_dir: Path) -> Iterator[TestClient]:
+    photos = photos_dir(tmp_path, faces_dir, {"case-A": PERSON_A})
+    with TestClient(create_app(ConsoleConfig(engine=engine, photos_dir=photos)), base_url=BASE) as c:
+        yield c
+
+
+def login(client: TestClient, user: str, password: str = PASSWORD, next_url: str = "/queue") -> Any:
+    token = login_token(client.get("/login").text)
+    return client.post(
+        "/login", data={"username": user, "password": password, "login_token": token, "next": next_url}, follow_redirects=False
+    )
+
+
+def decide(client: TestClient, event_id: str, decision: str, token: str | None, **headers: str) -> int:
+    form = {"decision": decision, "reason": "", "note": "seen at the gate"}
+    if token is not None:
+        form["csrf_token"] = token
+    return int(client.post(f"/hits/{event_id}/decision", data=form, headers=headers, follow_redirects=False).status_code)
+
+
+def test_pages_need_a_login_and_the_session_cookie_is_locked_down(app_client: TestClient) -> None:
+    r = app_client.get("/queue", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    assert login(app_client, "rita", "wrong password!").status_code == 401
+    r = login(app_client, "rita")
+    assert r.status_code == 303 and r.headers["location"] == "/queue"
+    cookie = r.headers["set-cookie"].lower()
+    assert "edge_session=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    page = app_client.get("/queue")
+    assert page.status_code == 200 and "rita (reviewer)" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_after_login_only_local_pages_are_followed(app_client: TestClient) -> None:
+    for evil in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+        r = login(app_client, "rita", next_url=evil)
+        assert r.headers["location"] == "/queue"
+
+
+def test_the_login_form_needs_its_own_token(app_client: TestClient) -> None:
+    app_client.get("/login")
+    r = app_client.post("/login", data={"username": "rita", "password": PASSWORD, "login_token": "forged"})
+    assert r.status_code == 403 and "expired" in r.text
+    fresh = TestClient(app_client.app, base_url=BASE)  # no login cookie at all, as from another site's form
+    assert fresh.post("/login", data={"username": "rita", "password": PASSWORD}).status_code == 403
+
+
+def test_logins_are_throttled_and_audited(app_client: TestClient, engine: sa.Engine) -> None:
+    for _ in range(5):
+        assert login(app_client, "rita", "not the password").status_code == 401
+    r = login(app_client, "rita")  # the right password, too late
+    assert r.status_code == 429 and "too many failed logins" in r.text
+    assert login(app_client, "ada").status_code == 303  # another account is not locked out
+    actions = [(e["actor"], e["action"]) for e in data.audit_entries(engine)]
+    assert actions.count(("rita", "login-failed")) == 6 and ("ada", "login") in actions
+
+
+def test_every_form_needs_the_sessions_csrf_token_and_our_origin(app_client: TestClient, engine: sa.Engine) -> None:
+    doc = hit_doc()
+    store_hit(engine, doc)
+    other = TestClient(app_client.app, base_url=BASE)
+    login(other, "ada")
+    other_token = csrf_token(other.get("/queue").text)
+    login(app_client, "rita")
+    token = csrf_token(app_client.get("/queue").text)
+    assert other_token != token
+    assert decide(app_client, doc["event_id"], "confirm", None) == 403
+    assert decide(app_client, doc["event_id"], "confirm", "x" * len(token)) == 403
+    assert decide(app_client, doc["event_id"], "confirm", other_token) == 403
+    assert decide(app_client, doc["event_id"], "confirm", token, origin="http://evil.example") == 403
+    assert data.get_hit(engine, doc["event_id"])["state"] == "candidate"  # type: ignore[index]
+    assert decide(app_client, doc["event_id"], "confirm", token, origin=BASE) == 303
+    assert data.get_hit(engine, doc["event_id"])["state"] == "confirmed"  # type: ignore[index]
+
+
+def test_logging_out_ends_the_session_and_forged_cookies_are_refused(app_client: TestClient) -> None:
+    login(app_client, "rita")
+    page = app_client.get("/queue")
+    stolen = app_client.cookies.get("edge_session")
+    assert app_client.post("/logout", data={"csrf_token": csrf_token(page.text)}, follow_redirects=False).status_code == 303
+    replay = TestClient(app_client.app, base_url=BASE, cookies={"edge_session": stolen or ""})
+    assert replay.get("/queue", follow_redirects=False).status_code == 303
+    forged = TestClient(app_client.app, base_url=BASE, cookies={"edge_session": (stolen or "")[:-2] + "xx"})
+    assert forged.get("/queue", follow_redirects=False).status_code == 303
+
+
+def test_roles_are_enforced_on_the_server(app_client: TestClient, engine: sa.Engine) -> None:
+    doc = hit_doc()
+    store_hit(engine, doc)
+    login(app_client, "rita")
+    assert app_client.get("/audit").status_code == 403
+    assert app_client.get("/export.json").status_code == 403
+    auditor = TestClient(app_client.app, base_url=BASE)
+    login(auditor, "otto")
+    token = csrf_token(auditor.get("/audit").text)
+    assert decide(auditor, doc["event_id"], "confirm", token) == 403
+    exported = auditor.get("/export.json")
+    assert exported.status_code == 200 and doc["event_id"] in exported.text
+    assert ("otto", "export") in [(e["actor"], e["action"]) for e in data.audit_entries(engine)]
+
+
+HOSTILE = ['<script>window.pwned=1</script>[/]"', "x' onmouseover='alert(1)", '"><img src=x onerror=alert(1)>']
+
+
+def test_device_supplied_text_is_escaped_on_every_page(app_client: TestClient, engine: sa.Engine) -> None:
+    docs = [hit_doc(entry=h, camera=h, device=h, label=h) for h in HOSTILE]
+    for d in docs:
+        store_hit(engine, d)
+    login(app_client, "ada")
+    pages = [app_client.get("/queue").text, app_client.get("/audit").text, app_client.get("/fleet").text]
+    pages += [app_client.get(f"/hits/{d['event_id']}/card").text for d in docs]
+    for page in pages:
+        for h in HOSTILE:
+            assert h not in page
+    assert "&lt;script&gt;window.pwned=1&lt;/script&gt;[/]&#34;" in pages[0]
+
+
+def test_enrolment_photos_are_served_only_to_accounts_and_only_from_the_photo_folder(
+    app_client: TestClient, engine: sa.Engine
+) -> None:
+    store_hit(engine, hit_doc(entry="case-A"))
+    name = Path(PERSON_A[0]).name
+    assert app_client.get(f"/photos/case-A/{name}", follow_redirects=False).status_code == 303
+    login(app_client, "rita")
+    page = app_client.get("/queue").text
+    assert f"/photos/case-A/{name}" in page
+    photo = app_client.get(f"/photos/case-A/{name}")
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg" and photo.content[:2] == b"\xff\xd8"
+    for bad in ("/photos/case-A/..%2F..%2Fcentral.db", "/photos/..%2Fcase-A/" + name, "/photos/case-A/%2Fetc%2Fpasswd"):
+        assert app_client.get(bad).status_code == 404
+
+
+def test_decisions_are_appended_never_overwritten(app_client: TestClient, engine: sa.Engine) -> None:
+    doc = hit_doc()
+    store_hit(engine, doc)
+    login(app_client, "rita")
+    token = csrf_token(app_client.get("/queue").text)
+    assert decide(app_client, doc["event_id"], "confirm", token) == 303
+    assert decide(app_client, doc["event_id"], "not-this-person", token) == 303
+    assert decide(app_client, doc["event_id"], "approve", token) == 400
+    hit = data.get_hit(engine, doc["event_id"])
+    assert hit is not None and hit["state"] == "not-this-person"
+    assert [(r["decision"], r["reviewer"], r["reason"]) for r in hit["reviews"]] == [
+        ("confirmed", "rita", "face matches the enrolment photos"),
+        ("not-this-person", "rita", "a different person who looks alike"),
+    ]
+    exported = json.loads(data.export_text(engine, "json"))
+    assert [r["decision"] for r in exported["hits"][0]["reviews"]] == ["confirmed", "not-this-person"]
+
+
+def test_a_muted_entry_leaves_the_queue_until_unmuted(app_client: TestClient, engine: sa.Engine) -> None:
+    doc = hit_doc(entry="case-noisy")
+    store_hit(engine, doc)
+    login(app_client, "rita")
+    token = csrf_token(app_client.get("/queue").text)
+    form = {"csrf_token": token, "kind": "entry", "entry_id": "case-noisy", "device_id": "pole-1", "camera": "gate", "hours": "8"}
+    assert app_client.post("/mutes", data=form, follow_redirects=False).status_code == 303
+    assert doc["event_id"] not in app_client.get("/queue").text
+    assert doc["event_id"] in app_client.get("/queue?muted=1").text
+    mute_id = sa.select(sa.func.max(sa.text("id"))).select_from(sa.table("console_mutes"))
+    with engine.connect() as c:
+        mid = c.execute(mute_id).scalar()
+    assert app_client.post(f"/mutes/{mid}/end", data={"csrf_token": token}, follow_redirects=False).status_code == 303
+    assert doc["event_id"] in app_client.get("/queue").text
+    actions = [e["action"] for e in data.audit_entries(engine)]
+    assert "mute:entry" in actions and "unmute:entry" in actions
+
+
+def test_add_user_refuses_bad_input_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "c.db")
+    pw = tmp_path / "pw"
+    pw.write_text("short\n")
+    assert main(["console", "add-user", "eve", "--role", "reviewer", "--password-file", str(pw), "--db", db]) == 2
+    assert "at least 10 characters" in capsys.readouterr().err
+    assert main(["console", "add-user", "eve", "--role", "reviewer", "--password-file", str(tmp_path / "none"), "--db", db]) == 2
+    assert "cannot read the password file" in capsys.readouterr().err
+    pw.write_text("a long enough password\n")
+    assert main(["console", "add-user", "e<v>e", "--role", "reviewer", "--password-file", str(pw), "--db", db]) == 2
+    assert main(["console", "add-user", "eve", "--role", "admin", "--password-file", str(pw), "--db", db]) == 0
+    assert main(["console", "add-user", "eve", "--role", "admin", "--password-file", str(pw), "--db", db]) == 2
+    assert "exists already" in capsys.readouterr().err
