@@ -31,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from edge.central.web import auth
+from edge.central.web.photos import QualityChecker
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class Console:
         self.signer = URLSafeSerializer(auth.secret_key(self.engine), salt="edge-console-session")
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.autoescape = True  # every template, whatever its name
+        self.quality = QualityChecker()
 
     # --- sessions -------------------------------------------------------------------------
     async def session(self, request: Request) -> auth.Session | None:
@@ -143,7 +145,7 @@ def _esc(text: str) -> str:
 
 
 def create_app(config: ConsoleConfig) -> Starlette:
-    from edge.central.web import pages, queue
+    from edge.central.web import pages, queue, watchlists
 
     console = Console(config)
     routes = [
@@ -153,6 +155,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
         Route("/", home, methods=["GET"]),
         *queue.routes(console),
         *pages.routes(console),
+        *watchlists.routes(console),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     return Starlette(

@@ -212,3 +212,19 @@ def export_text(engine: sa.Engine, fmt: str) -> str:
         w.writerow([h["event_id"], h["device_id"], h["camera"], h["entry_id"], h["score"], h["threshold"], h["first_seen"],
                     json.dumps(h["reviews"])])  # fmt: skip
     return buf.getvalue()
+
+
+def entry_feedback(engine: sa.Engine) -> dict[str, dict[str, list[float]]]:
+    """Per entry: scores of hits whose latest decision says false match (not this person) and of confirmed hits."""
+    latest = _latest_review()
+    q = (
+        sa.select(hits.c.entry_id, hits.c.score, latest.c.decision)
+        .select_from(hits.join(latest, latest.c.event_id == hits.c.event_id))
+        .where(latest.c.decision.in_(["not-this-person", "confirmed"]))
+    )
+    out: dict[str, dict[str, list[float]]] = {}
+    with engine.connect() as c:
+        for entry, score, decision in c.execute(q):
+            slot = out.setdefault(entry, {"false": [], "confirmed": []})
+            slot["false" if decision == "not-this-person" else "confirmed"].append(float(score))
+    return out

@@ -1,0 +1,185 @@
+"""The web console in a real browser: Debian's chromium driven by Playwright, against `edge console` on loopback.
+
+Screenshots go to build/screenshots/ as test artefacts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.central.web import data
+from edge.central.web.db import open_engine
+from tests.broker import free_port
+from tests.console_helpers import PASSWORD, add_accounts, hit_doc, photos_dir, store_hit
+from tests.mqtt_helpers import wait_for_text
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "build" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]  # fmt: skip
+PERSON_A = [
+    "compreface/CompreFace__embedding-calculator__sample_images__001_A_jpg.jpg",
+    "compreface/CompreFace__embedding-calculator__sample_images__002_A_jpg.jpg",
+]
+TIMEOUT_MS = 15_000
+
+
+class Console:
+    def __init__(self, workdir: Path, faces: Path) -> None:
+        self.workdir = workdir
+        self.db = workdir / "central.db"
+        self.engine = open_engine(str(self.db))
+        add_accounts(self.engine)
+        self.photos = photos_dir(workdir, faces, {"case-A": PERSON_A})
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / "console.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "edge.cli", "console", "--db", str(self.db), "--listen", f"127.0.0.1:{self.port}"]
+        cmd += ["--photos", str(self.photos)]
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir)
+        assert wait_for_text(self.log, "edge console on", 30), self.log.read_text()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path) -> Iterator[Console]:
+    c = Console(tmp_path_factory.mktemp("console"), faces_dir)
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (tools/test.sh does it)")
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+def log_in(page: Any, console: Console, user: str) -> None:
+    page.goto(f"{console.url}/queue")
+    assert "/login" in page.url
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", PASSWORD)
+    page.press("input[name=password]", "Enter")
+    page.wait_for_url(f"{console.url}/queue")
+
+
+def wait_live(page: Any) -> None:
+    page.wait_for_selector("#live[data-connected='1']", state="attached")
+
+
+def test_a_reviewer_sees_a_hit_arrive_live_and_decides_in_one_click(page: Any, console: Console) -> None:
+    log_in(page, console, "rita")
+    wait_live(page)
+    doc = hit_doc(entry="case-A", label="Person A")
+    store_hit(console.engine, doc)
+    card = page.locator(f"#hit-{doc['event_id']}")
+    card.wait_for()
+    assert card.locator(".entry").inner_text() == "case-A" and "Person A" in card.inner_text()
+    assert "Candidate for human review" in card.inner_text()
+    assert card.locator("figure.enrolled img").count() == 2
+    page.screenshot(path=str(SHOTS / "queue-hit-arrived.png"), full_page=True)
+    card.get_by_role("button", name="Confirm").click()  # the one click: the default reason is already chosen
+    page.locator(f"#hit-{doc['event_id']} .state strong").filter(has_text="confirmed").wait_for()
+    page.screenshot(path=str(SHOTS / "queue-decided.png"), full_page=True)
+    hit = data.get_hit(console.engine, doc["event_id"])
+    assert hit is not None and [(r["decision"], r["reviewer"]) for r in hit["reviews"]] == [("confirmed", "rita")]
+    assert any(e["actor"] == "rita" and e["action"] == "review:confirmed" for e in data.audit_entries(console.engine))
+
+
+HOSTILE = "<script>window.pwned=1</script>[/]\"'"
+
+
+def test_hostile_device_text_renders_as_plain_text(page: Any, console: Console) -> None:
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    doc = hit_doc(entry=HOSTILE, camera=HOSTILE + "cam", device="pole-<b>9</b>", label='<img src=x onerror="alert(1)">')
+    store_hit(console.engine, doc)
+    log_in(page, console, "ada")
+    card = page.locator(f"#hit-{doc['event_id']}")
+    assert card.locator(".entry").inner_text() == HOSTILE
+    assert card.locator(".camera").inner_text() == HOSTILE + "cam"
+    assert card.locator(".device").inner_text() == "pole-<b>9</b>"
+    assert page.evaluate("window.pwned") is None and dialogs == []
+    assert card.locator("script, b, img[src=x]").count() == 0
+    page.screenshot(path=str(SHOTS / "queue-hostile-text.png"), full_page=True)
+
+
+def test_a_reviewer_cannot_publish_or_skip_the_csrf_token(page: Any, console: Console) -> None:
+    log_in(page, console, "rita")
+    assert page.get_by_role("link", name="Watchlists").count() == 0
+    status = page.evaluate(
+        """async () => {
+            const csrf = document.body.dataset.csrf;
+            const body = new URLSearchParams({csrf_token: csrf, version: "1"});
+            return (await fetch("/watchlists/publish", {method: "POST", body})).status;
+        }"""
+    )
+    assert status == 403
+    doc = hit_doc()
+    store_hit(console.engine, doc)
+    no_token = page.evaluate(
+        f"""async () => (await fetch("/hits/{doc["event_id"]}/decision",
+            {{method: "POST", body: new URLSearchParams({{decision: "confirm"}})}})).status"""
+    )
+    assert no_token == 403
+    assert data.get_hit(console.engine, doc["event_id"])["state"] == "candidate"  # type: ignore[index]
+
+
+def test_logging_out_ends_the_session(page: Any, console: Console) -> None:
+    log_in(page, console, "rita")
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(f"{console.url}/login")
+    page.goto(f"{console.url}/queue")
+    assert "/login" in page.url
+    page.screenshot(path=str(SHOTS / "login.png"))
+
+
+def test_the_queue_fits_a_tablet(page: Any, console: Console) -> None:
+    page.set_viewport_size({"width": 768, "height": 1024})
+    store_hit(console.engine, hit_doc(entry="case-A"))
+    log_in(page, console, "rita")
+    page.locator("article.hit").first.wait_for()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 768, f"the page scrolls sideways on a tablet ({width} px)"
+    page.screenshot(path=str(SHOTS / "queue-tablet.png"), full_page=True)
