@@ -223,3 +223,65 @@ def test_add_user_refuses_bad_input_clearly(tmp_path: Path, capsys: pytest.Captu
     assert main(["console", "add-user", "eve", "--role", "admin", "--password-file", str(pw), "--db", db]) == 0
     assert main(["console", "add-user", "eve", "--role", "admin", "--password-file", str(pw), "--db", db]) == 2
     assert "exists already" in capsys.readouterr().err
+
+
+def test_a_watchlist_is_built_signed_offline_and_published_with_the_devices_checks(
+    engine: sa.Engine, tmp_path: Path, faces_dir: Path
+) -> None:
+    import cv2
+
+    from edge.watchlist.bundle import generate_keypair
+    from tests.broker import Broker
+    from tests.mqtt_helpers import Subscriber
+
+    photos = photos_dir(tmp_path, faces_dir, {"case-A": PERSON_A})
+    tiny = cv2.resize(cv2.imread(str(faces_dir / PERSON_A[1])), (48, 48))
+    cv2.imwrite(str(photos / "case-A" / "tiny.jpg"), tiny)
+    key, pub = generate_keypair(tmp_path / "keys")
+    other_key, _ = generate_keypair(tmp_path / "other")
+    with Broker(tmp_path) as broker:
+        config = ConsoleConfig(
+            engine=engine, photos_dir=photos, broker=f"127.0.0.1:{broker.port}", workdir=tmp_path / "work", public_keys=[pub]
+        )
+        client = TestClient(create_app(config), base_url=BASE)
+        login(client, "wanda")
+        page = client.get("/watchlists").text
+        assert "refused:" in page and page.count("usable ·") == 2  # the tiny photo fails the device's gate
+        token = csrf_token(page)
+        built = client.post("/watchlists/build", data={"csrf_token": token, "name": "city", "version": "1", "expires_days": "30"})
+        assert built.status_code == 200 and "built unsigned bundle city-v1" in built.text
+        manifest = client.get("/watchlists/bundles/city-v1/manifest.json").content
+        assert client.post("/watchlists/publish", data={"csrf_token": token, "folder": "city-v1"}).status_code == 400
+
+        offline = tmp_path / "offline"
+        offline.mkdir()
+        (offline / "manifest.json").write_bytes(manifest)
+        assert main(["watchlist", "sign", str(offline), "--key", str(other_key)]) == 0  # a key the console does not trust
+        files = {"manifest": ("manifest.json", (offline / "manifest.json").read_bytes()),
+                 "signature": ("manifest.sig", (offline / "manifest.sig").read_bytes())}  # fmt: skip
+        refused = client.post("/watchlists/bundles/city-v1/signature", data={"csrf_token": token}, files=files)
+        assert refused.status_code == 400 and "signature refused" in refused.text
+        (offline / "manifest.json").write_bytes(manifest)
+        assert main(["watchlist", "sign", str(offline), "--key", str(key)]) == 0
+        files = {"manifest": ("manifest.json", (offline / "manifest.json").read_bytes()),
+                 "signature": ("manifest.sig", (offline / "manifest.sig").read_bytes())}  # fmt: skip
+        r = client.post("/watchlists/bundles/city-v1/signature", data={"csrf_token": token}, files=files, follow_redirects=False)
+        assert r.status_code == 303
+
+        reviewer = TestClient(create_app(config), base_url=BASE)
+        login(reviewer, "rita")
+        rtoken = csrf_token(reviewer.get("/queue").text)
+        assert reviewer.get("/watchlists/bundles/city-v1/manifest.json").status_code == 403
+        assert reviewer.post("/watchlists/publish", data={"csrf_token": rtoken, "folder": "city-v1"}).status_code == 403
+
+        sub = Subscriber(broker.port, ["edge/v1/watchlists/#"], client_id="test-fleet").connect()
+        published = client.post("/watchlists/publish", data={"csrf_token": token, "folder": "city-v1"})
+        assert published.status_code == 200 and "published city v1" in published.text
+        again = client.post("/watchlists/publish", data={"csrf_token": token, "folder": "city-v1"})
+        assert again.status_code == 400 and "not published" in again.text  # a replay, as a device would refuse it
+        sub.sync()
+        assert [m["schema"] for m in sub.json("/manifest")] == ["edge.watchlist-bundle/1"]
+        sub.disconnect()
+    actions = [(e["actor"], e["action"]) for e in data.audit_entries(engine)]
+    for action in ("watchlist:build", "watchlist:signature-refused", "watchlist:signature", "watchlist:publish"):
+        assert ("wanda", action) in actions

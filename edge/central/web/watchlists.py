@@ -138,7 +138,7 @@ def publish(console: Console, folder: Path, by: str) -> str:
         previous_wait=1.0,
     )  # fmt: skip
     cmd_publish(args)
-    published[manifest.name] = {"version": manifest.version, "sha256": manifest.sha256(), "by": by, "at": time.time()}
+    published[manifest.name] = {"version": manifest.version, "sha256": manifest.sha256, "by": by, "at": time.time()}
     (bundles_dir(console) / "published.json").write_text(json.dumps(published, indent=2))
     return f"{manifest.name} v{manifest.version}"
 
