@@ -235,7 +235,9 @@ def test_a_watchlist_is_built_signed_offline_and_published_with_the_devices_chec
     from tests.mqtt_helpers import Subscriber
 
     photos = photos_dir(tmp_path, faces_dir, {"case-A": PERSON_A})
-    tiny = cv2.resize(cv2.imread(str(faces_dir / PERSON_A[1])), (48, 48))
+    original = cv2.imread(str(faces_dir / PERSON_A[1]))
+    assert original is not None
+    tiny = cv2.resize(original, (48, 48))
     cv2.imwrite(str(photos / "case-A" / "tiny.jpg"), tiny)
     key, pub = generate_keypair(tmp_path / "keys")
     other_key, _ = generate_keypair(tmp_path / "other")
