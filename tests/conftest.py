@@ -12,6 +12,8 @@ from edge.analyze import FaceAnalyser
 from edge.config import RecognitionSettings
 
 ROOT = Path(__file__).resolve().parent.parent
+# The db_url fixture (SQLite and PostgreSQL) for central-store tests.
+pytest_plugins = ["tests.central_db"]
 FACES = Path(os.environ.get("EDGE_DEV_DATA", ROOT.parent / "shared" / "data" / "faces"))
 
 

@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.central.ingest import TOPICS, AlertStore
+from edge.central.ingest import TOPICS, parse
+from edge.central.store import Store
 from edge.errors import EdgeError
 
 
-def _console(store: AlertStore) -> Any:
+def _console(store: Store) -> Any:
     from rich.console import Group
     from rich.table import Table
 
@@ -21,20 +22,20 @@ def _console(store: AlertStore) -> Any:
     for col in ("first seen", "device", "camera", "entry", "score", "thr", "review"):
         hits.add_column(col)
     for h in store.hits(limit=15):
-        hits.add_row(
-            h["first_seen"], h["device_id"], h["camera"], h["entry_id"], f"{h['score']:.3f}", f"{h['threshold']:.3f}", h["review"]
-        )
-    devices = store.devices()
-    newest = max((d["watchlist_version"] or 0 for d in devices), default=0)
+        hits.add_row(h.first_seen.isoformat(), h.device_id, h.camera, h.entry_id, f"{h.score:.3f}", f"{h.threshold:.3f}", h.state)
     fleet = Table(title="devices", expand=True)
     for col in ("device", "state", "watchlist", "outbox", "last heard"):
         fleet.add_column(col)
-    for d in devices:
-        drift = d["watchlist_version"] != newest
-        state = d["state"] if d["state"] == "online" else f"[bold red]{d['state']}[/]"
-        version = f"[yellow]v{d['watchlist_version']} (fleet v{newest})[/]" if drift else f"v{d['watchlist_version']}"
-        outbox = f"[yellow]{d['outbox_depth']}[/]" if d["outbox_depth"] else "0"
-        fleet.add_row(d["device_id"], state, version, outbox, f"{time.time() - d['updated_at']:.0f}s ago")
+    for d in store.devices():
+        state = d.state if d.online else f"[bold red]{d.state}[/]"
+        version = (
+            f"[yellow]v{d.watchlist_version} (published v{d.published_version})[/]"
+            if d.watchlist_behind
+            else f"v{d.watchlist_version}"
+        )
+        outbox = f"[yellow]{d.outbox_depth}[/]" if d.outbox_depth else "0"
+        heard = f"{time.time() - d.heard_at.timestamp():.0f}s ago" if d.heard_at else "never (retained)"
+        fleet.add_row(d.device_id, state, version, outbox, heard)
     c = store.counts()
     footer = (
         f"{c['hits']} hits, {c['duplicates']} duplicates dropped, {c['rejected']} malformed messages kept aside, {c['acks']} acks"
@@ -43,12 +44,12 @@ def _console(store: AlertStore) -> Any:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    store = AlertStore(args.db)
+    store = Store(args.db, must_exist=bool(args.review or args.export))
     if args.review:
         if args.confirm == args.reject:
             raise EdgeError("--review needs exactly one of --confirm or --reject")
-        store.review(args.review, "confirmed" if args.confirm else "rejected", args.by or "", args.note or "")
-        print(f"hit {args.review} marked {'confirmed' if args.confirm else 'rejected'} by {args.by}")
+        r = store.review(args.review, "confirm" if args.confirm else "reject", args.by or "", note=args.note or "")
+        print(f"hit {r.event_id} marked {'confirmed' if args.confirm else 'rejected'} by {r.reviewer}")
         return 0
     if args.export:
         text = store.export(args.export)
@@ -73,7 +74,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
     def on_message(_c: Any, _u: Any, msg: Any) -> None:
-        result = store.ingest(msg.topic, bytes(msg.payload))
+        result = store.write([parse(msg.topic, bytes(msg.payload), retained=bool(msg.retain))])[0]
         if args.headless and result.kind in ("hit", "ack", "rejected"):
             print(f"{result.kind:<9} {msg.topic} {result.detail}", flush=True)
 
@@ -124,7 +125,12 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("alerts", help="central subscriber: store, de-duplicate and review hits; fleet health console")
-    p.add_argument("--db", type=Path, required=True, help="SQLite database of received hits (created if absent)")
+    p.add_argument(
+        "--db",
+        type=Path,
+        required=True,
+        help="SQLite file (created if absent) or postgresql://user@host:port/db URL of the central store",
+    )
     p.add_argument("--broker", help="HOST:PORT of the central broker")
     p.add_argument("--ca", type=Path, help="CA certificate (enables TLS)")
     p.add_argument("--cert", type=Path, help="client certificate")

@@ -1,199 +1,104 @@
-"""``edge alerts``: the reference central subscriber for a fleet's hits, health and watchlist acks.
+"""Checking device messages before they are stored: topic, JSON, schema, and the topic's device id.
 
-Every message is validated against the JSON Schemas; a malformed one is kept aside with the
-reason (never dropped silently, never crashing the subscriber). Hits are de-duplicated by
-``event_id`` (QoS 1 is at-least-once) and stored in SQLite as candidates for human review;
-a reviewer's decision is recorded with their name. The MQTT session is persistent, so hits
-published while the console is down are delivered when it comes back.
+A malformed message becomes a :class:`Rejection` with the reason (kept aside, never dropped
+silently, never crashing a worker); a good one a :class:`Message` for ``Store.write``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
-import sqlite3
-import threading
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+import re
+from datetime import datetime
 
 import jsonschema
-import sqlite_utils
 
 from edge import schemas
-from edge.errors import EdgeError, InputFormatError
+from edge.central.store import IngestResult, Message, Rejection, Store
+from edge.central.store.records import Kind
+from edge.central.store.store import now
+from edge.errors import InputFormatError
 from edge.untrusted import load_json
 
 log = logging.getLogger(__name__)
 
-TOPICS = ["edge/v1/+/hits", "edge/v1/+/status", "edge/v1/+/watchlist/ack"]
-REVIEW_STATES = ("candidate", "confirmed", "rejected")
-EXPORT_FIELDS = [
-    "event_id", "device_id", "camera", "entry_id", "score", "threshold", "first_seen", "last_seen",
-    "watchlist_version", "review", "reviewed_by", "review_note",
-]  # fmt: skip
+# topic suffix -> (kind, schema id)
+KINDS: dict[str, tuple[Kind, str]] = {
+    "hits": ("hit", "edge.hit/1"),
+    "status": ("status", "edge.status/1"),
+    "watchlist/ack": ("ack", "edge.watchlist-ack/1"),
+    "audit": ("audit", "edge.audit/1"),
+}
+TOPICS = [f"edge/v1/+/{suffix}" for suffix in KINDS]
+# Ids are checked here with fullmatch as well as in the schemas: JSON Schema ``pattern`` is a
+# search, and Python's ``$`` also matches before a final newline ("pole-1\n" would pass).
+DEVICE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+ID_FIELDS = {
+    "hit": {"event_id": re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "camera": DEVICE_ID,
+            "entry_id": re.compile(r"[A-Za-z0-9_.:@-]{1,128}")},
+}  # fmt: skip
 
 
-@dataclass(frozen=True)
-class IngestResult:
-    kind: str  # hit, duplicate, status, ack, rejected
-    detail: str = ""
+def subscriptions(group: str | None) -> list[str]:
+    """The topic filters a worker subscribes to; with ``group``, MQTT v5 shared subscriptions
+    (``$share/GROUP/…``): the broker hands each message to one worker of the group."""
+    return [f"$share/{group}/{t}" for t in TOPICS] if group else list(TOPICS)
 
 
-class AlertStore:
-    def __init__(self, path: Path | str) -> None:
-        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self._lock = threading.Lock()
-        db = sqlite_utils.Database(self.conn)
-        if "hits" not in db.table_names():
-            db.table("hits").create(
-                {"event_id": str, "device_id": str, "camera": str, "entry_id": str, "score": float, "threshold": float,
-                 "first_seen": str, "last_seen": str, "watchlist_version": int, "received_at": float, "payload": str,
-                 "review": str, "reviewed_by": str, "reviewed_at": float, "review_note": str},
-                pk="event_id", not_null={"device_id", "payload", "review"}, defaults={"review": "candidate"},
-            )  # fmt: skip
-            db.table("devices").create(
-                {"device_id": str, "state": str, "last_status": str, "updated_at": float, "watchlist_version": int,
-                 "outbox_depth": int},
-                pk="device_id",
-            )  # fmt: skip
-            db.table("acks").create(
-                {
-                    "id": int,
-                    "device_id": str,
-                    "watchlist": str,
-                    "version": int,
-                    "outcome": str,
-                    "reason": str,
-                    "received_at": float,
-                },
-                pk="id",
-            )
-            db.table("rejected").create({"id": int, "topic": str, "reason": str, "received_at": float, "excerpt": str}, pk="id")
-            db.table("counters").create({"name": str, "value": int}, pk="name")
+def parse(topic: str, payload: bytes, received_at: datetime | None = None, *, retained: bool = False) -> Message | Rejection:
+    received_at = received_at or now()
 
-    def _count(self, name: str) -> None:
-        self.conn.execute(
-            "INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1", (name,)
-        )
-
-    def ingest(self, topic: str, payload: bytes) -> IngestResult:
-        with self._lock:
-            return self._ingest(topic, payload)
-
-    def _reject(self, topic: str, payload: bytes, reason: str) -> IngestResult:
-        self.conn.execute(
-            "INSERT INTO rejected (topic, reason, received_at, excerpt) VALUES (?, ?, ?, ?)",
-            (topic, reason[:500], time.time(), payload[:200].decode("utf-8", "replace")),
-        )
+    def reject(reason: str) -> Rejection:
         log.warning("rejected a message on %s: %s", topic, reason)
-        return IngestResult("rejected", reason)
+        return Rejection(topic, reason, payload[:200].decode("utf-8", "replace"), received_at)
 
-    def _ingest(self, topic: str, payload: bytes) -> IngestResult:
-        parts = topic.split("/")
-        if len(parts) < 4 or parts[:2] != ["edge", "v1"]:
-            return self._reject(topic, payload, "not an edge/v1 device topic")
-        device = parts[2]
-        try:
-            doc = load_json(payload)
-        except InputFormatError as exc:
-            return self._reject(topic, payload, str(exc))
-        if not isinstance(doc, dict):
-            return self._reject(topic, payload, "not a JSON object")
-        expected = {"hits": "edge.hit/1", "status": "edge.status/1", "ack": "edge.watchlist-ack/1"}.get(parts[-1])
-        if expected is None or doc.get("schema") != expected:
-            return self._reject(topic, payload, f"schema {doc.get('schema')!r} does not belong on this topic")
-        try:
-            schemas.validator(schemas.BY_SCHEMA_ID[expected]).validate(doc)
-        except jsonschema.ValidationError as exc:
-            where = "/".join(str(p) for p in exc.absolute_path) or "(top)"
-            return self._reject(topic, payload, f"{expected} invalid at {where}: {exc.message}")
-        except RecursionError:
-            return self._reject(topic, payload, f"{expected} nested too deeply")
-        if doc.get("device_id") != device:
-            return self._reject(topic, payload, f"device_id {doc.get('device_id')!r} published on {device}'s topic")
-        try:
-            return self._store(device, expected, doc)
-        except OverflowError:  # an integer the schema allows but SQLite cannot hold (beyond 64 bits)
-            return self._reject(topic, payload, f"{expected}: a number is out of range")
+    parts = topic.split("/")
+    if len(parts) < 4 or parts[:2] != ["edge", "v1"]:
+        return reject("not an edge/v1 device topic")
+    device = parts[2]
+    if not DEVICE_ID.fullmatch(device):
+        return reject("the topic's device id is not a valid device id")
+    kind_schema = KINDS.get("/".join(parts[3:]))
+    if kind_schema is None:
+        return reject("not a topic edge alerts stores")
+    kind, expected = kind_schema
+    if b"\\u0000" in payload:
+        return reject("a string holds a NUL character")  # PostgreSQL text cannot store it
+    try:
+        doc = load_json(payload)
+    except InputFormatError as exc:
+        return reject(str(exc))
+    if not isinstance(doc, dict):
+        return reject("not a JSON object")
+    if doc.get("schema") != expected:
+        return reject(f"schema {str(doc.get('schema'))[:80]!r} does not belong on this topic")
+    try:
+        schemas.validator(schemas.BY_SCHEMA_ID[expected]).validate(doc)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top)"
+        return reject(f"{expected} invalid at {where}: {exc.message[:300]}")
+    except RecursionError:
+        return reject(f"{expected} nested too deeply")
+    if doc.get("device_id") != device:
+        return reject(f"device_id {str(doc.get('device_id'))[:80]!r} published on {device[:80]}'s topic")
+    for key, pattern in ID_FIELDS.get(kind, {}).items():
+        if not pattern.fullmatch(doc[key]):
+            return reject(f"{expected}: {key} is not a valid id")
+    wl_name = doc["watchlist"]["name"] if kind == "hit" else None
+    if wl_name is not None and not DEVICE_ID.fullmatch(wl_name):
+        return reject(f"{expected}: watchlist name is not a valid name")
+    for key in ("version", "previous_version", "seq", "first_seq", "count"):
+        value = doc.get(key, 0)
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            return reject(f"{expected}: {key} is out of range")
+    wl = doc.get("watchlist")
+    if isinstance(wl, dict) and isinstance(wl.get("version"), int) and not 0 <= wl["version"] < 2**63:
+        return reject(f"{expected}: watchlist version is out of range")
+    ob = doc.get("outbox")
+    if isinstance(ob, dict) and any(isinstance(v, int) and v >= 2**63 for v in ob.values()):
+        return reject(f"{expected}: an outbox count is out of range")
+    return Message(kind, device, doc, received_at, retained)
 
-    def _store(self, device: str, expected: str, doc: dict[str, Any]) -> IngestResult:
-        now = time.time()
-        if expected == "edge.hit/1":
-            cur = self.conn.execute(
-                "INSERT OR IGNORE INTO hits (event_id, device_id, camera, entry_id, score, threshold, first_seen, last_seen, "
-                "watchlist_version, received_at, payload, review) VALUES (?,?,?,?,?,?,?,?,?,?,?, 'candidate')",
-                (doc["event_id"], device, doc["camera"], doc["entry_id"], doc["score"], doc["threshold"], doc["first_seen"],
-                 doc["last_seen"], doc["watchlist"]["version"], now, json.dumps(doc)),
-            )  # fmt: skip
-            if cur.rowcount == 0:
-                self._count("duplicates")
-                return IngestResult("duplicate", doc["event_id"])
-            return IngestResult("hit", doc["event_id"])
-        if expected == "edge.status/1":
-            wl = doc.get("watchlist") or {}
-            ob = doc.get("outbox") or {}
-            self.conn.execute(
-                "INSERT OR REPLACE INTO devices (device_id, state, last_status, updated_at, watchlist_version, outbox_depth) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (device, doc["state"], json.dumps(doc), now, wl.get("version"), ob.get("depth")),
-            )
-            return IngestResult("status", doc["state"])
-        self.conn.execute(
-            "INSERT INTO acks (device_id, watchlist, version, outcome, reason, received_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (device, doc["watchlist"], doc["version"], doc["outcome"], doc["reason"], now),
-        )
-        return IngestResult("ack", f"{doc['outcome']} {doc['reason']}")
 
-    def review(self, event_id: str, decision: str, by: str, note: str = "") -> None:
-        if decision not in ("confirmed", "rejected"):
-            raise EdgeError(f"review decision must be confirmed or rejected, not {decision!r}")
-        if not by.strip():
-            raise EdgeError("a review needs the reviewer's name (--by)")
-        with self._lock:
-            n = self.conn.execute(
-                "UPDATE hits SET review = ?, reviewed_by = ?, reviewed_at = ?, review_note = ? WHERE event_id = ?",
-                (decision, by, time.time(), note, event_id),
-            ).rowcount
-        if n == 0:
-            raise EdgeError(f"no hit with event_id {event_id}")
-
-    def hits(self, limit: int | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT event_id, device_id, camera, entry_id, score, threshold, first_seen, last_seen, watchlist_version, " \
-              "review, reviewed_by, review_note FROM hits ORDER BY first_seen DESC"  # fmt: skip
-        if limit:
-            sql += f" LIMIT {int(limit)}"
-        cur = self.conn.execute(sql)
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-    def devices(self) -> list[dict[str, Any]]:
-        cur = self.conn.execute(
-            "SELECT device_id, state, watchlist_version, outbox_depth, updated_at FROM devices ORDER BY device_id"
-        )
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-    def counts(self) -> dict[str, int]:
-        c = self.conn
-        return {
-            "hits": c.execute("SELECT COUNT(*) FROM hits").fetchone()[0],
-            "duplicates": (c.execute("SELECT value FROM counters WHERE name = 'duplicates'").fetchone() or [0])[0],
-            "rejected": c.execute("SELECT COUNT(*) FROM rejected").fetchone()[0],
-            "acks": c.execute("SELECT COUNT(*) FROM acks").fetchone()[0],
-            "devices": c.execute("SELECT COUNT(*) FROM devices").fetchone()[0],
-        }
-
-    def export(self, fmt: str) -> str:
-        rows = self.hits()
-        if fmt == "json":
-            return json.dumps(rows, indent=2)
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=EXPORT_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-        return buf.getvalue()
+def ingest(store: Store, topic: str, payload: bytes, *, retained: bool = False) -> IngestResult:
+    """Check and store one message (its own transaction); workers batch with ``Store.write`` instead."""
+    return store.write([parse(topic, payload, retained=retained)])[0]
