@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
+from edge.central.store import Message, Store
 from edge.central.web import auth
 
 PASSWORD = "correct horse battery staple"
@@ -39,25 +38,14 @@ def hit_doc(entry: str = "case-A", device: str = "pole-1", camera: str = "gate",
     return doc
 
 
-def store_hit(engine: sa.Engine, doc: dict[str, Any]) -> None:
-    """Store a hit the way ingest does (for tests that need device-supplied text the schema would refuse)."""
-    import time
-
-    from edge.central.web import data
-
-    with engine.begin() as c:
-        c.execute(
-            data.hits.insert().values(
-                event_id=doc["event_id"], first_seen=doc["first_seen"], device_id=doc["device_id"], camera=doc["camera"],
-                entry_id=doc["entry_id"], score=doc["score"], threshold=doc["threshold"], received_at=time.time(),
-                payload=json.dumps(doc),
-            )
-        )  # fmt: skip
+def store_hit(store: Store, doc: dict[str, Any]) -> None:
+    """Store a hit as an ingest worker does after its checks (so tests can also store text the schema would refuse)."""
+    store.write([Message("hit", doc["device_id"], doc, datetime.now(UTC))])
 
 
-def add_accounts(engine: sa.Engine) -> None:
+def add_accounts(store: Store) -> None:
     for name, role in ACCOUNTS.items():
-        auth.add_user(engine, name, role, PASSWORD)
+        auth.add_user(store.engine, name, role, PASSWORD)
 
 
 def login_token(html: str) -> str:

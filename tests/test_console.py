@@ -12,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
+from edge.central.store import Store
 from edge.central.web import data
 from edge.central.web.app import ConsoleConfig, create_app
-from edge.central.web.db import open_engine
+from edge.central.web.db import open_store
 from edge.cli import main
 from tests.console_helpers import PASSWORD, add_accounts, csrf_token, hit_doc, login_token, photos_dir, store_hit
 
@@ -29,22 +30,24 @@ PERSON_A = [
 def with_accounts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store with the four accounts, made once: argon2 hashing is slow on purpose."""
     path = tmp_path_factory.mktemp("accounts") / "central.db"
-    e = open_engine(str(path))
-    add_accounts(e)
-    e.dispose()
+    s = open_store(str(path))
+    add_accounts(s)
+    s.close()
     return path
 
 
 @pytest.fixture
-def engine(tmp_path: Path, with_accounts: Path) -> sa.Engine:
+def store(tmp_path: Path, with_accounts: Path) -> Iterator[Store]:
     shutil.copy(with_accounts, tmp_path / "central.db")
-    return open_engine(str(tmp_path / "central.db"))
+    s = open_store(str(tmp_path / "central.db"))
+    yield s
+    s.close()
 
 
 @pytest.fixture
-def app_client(engine: sa.Engine, tmp_path: Path, faces_dir: Path) -> Iterator[TestClient]:
+def app_client(store: Store, tmp_path: Path, faces_dir: Path) -> Iterator[TestClient]:
     photos = photos_dir(tmp_path, faces_dir, {"case-A": PERSON_A})
-    with TestClient(create_app(ConsoleConfig(engine=engine, photos_dir=photos)), base_url=BASE) as c:
+    with TestClient(create_app(ConsoleConfig(store=store, photos_dir=photos)), base_url=BASE) as c:
         yield c
 
 
@@ -89,19 +92,19 @@ def test_the_login_form_needs_its_own_token(app_client: TestClient) -> None:
     assert fresh.post("/login", data={"username": "rita", "password": PASSWORD}).status_code == 403
 
 
-def test_logins_are_throttled_and_audited(app_client: TestClient, engine: sa.Engine) -> None:
+def test_logins_are_throttled_and_audited(app_client: TestClient, store: Store) -> None:
     for _ in range(5):
         assert login(app_client, "rita", "not the password").status_code == 401
     r = login(app_client, "rita")  # the right password, too late
     assert r.status_code == 429 and "too many failed logins" in r.text
     assert login(app_client, "ada").status_code == 303  # another account is not locked out
-    actions = [(e["actor"], e["action"]) for e in data.audit_entries(engine)]
+    actions = [(e["actor"], e["action"]) for e in data.audit_entries(store)]
     assert actions.count(("rita", "login-failed")) == 6 and ("ada", "login") in actions
 
 
-def test_every_form_needs_the_sessions_csrf_token_and_our_origin(app_client: TestClient, engine: sa.Engine) -> None:
+def test_every_form_needs_the_sessions_csrf_token_and_our_origin(app_client: TestClient, store: Store) -> None:
     doc = hit_doc()
-    store_hit(engine, doc)
+    store_hit(store, doc)
     other = TestClient(app_client.app, base_url=BASE)
     login(other, "ada")
     other_token = csrf_token(other.get("/queue").text)
@@ -112,9 +115,9 @@ def test_every_form_needs_the_sessions_csrf_token_and_our_origin(app_client: Tes
     assert decide(app_client, doc["event_id"], "confirm", "x" * len(token)) == 403
     assert decide(app_client, doc["event_id"], "confirm", other_token) == 403
     assert decide(app_client, doc["event_id"], "confirm", token, origin="http://evil.example") == 403
-    assert data.get_hit(engine, doc["event_id"])["state"] == "candidate"  # type: ignore[index]
+    assert data.get_hit(store, doc["event_id"])["state"] == "candidate"  # type: ignore[index]
     assert decide(app_client, doc["event_id"], "confirm", token, origin=BASE) == 303
-    assert data.get_hit(engine, doc["event_id"])["state"] == "confirmed"  # type: ignore[index]
+    assert data.get_hit(store, doc["event_id"])["state"] == "confirmed"  # type: ignore[index]
 
 
 def test_logging_out_ends_the_session_and_forged_cookies_are_refused(app_client: TestClient) -> None:
@@ -128,9 +131,9 @@ def test_logging_out_ends_the_session_and_forged_cookies_are_refused(app_client:
     assert forged.get("/queue", follow_redirects=False).status_code == 303
 
 
-def test_roles_are_enforced_on_the_server(app_client: TestClient, engine: sa.Engine) -> None:
+def test_roles_are_enforced_on_the_server(app_client: TestClient, store: Store) -> None:
     doc = hit_doc()
-    store_hit(engine, doc)
+    store_hit(store, doc)
     login(app_client, "rita")
     assert app_client.get("/audit").status_code == 403
     assert app_client.get("/export.json").status_code == 403
@@ -140,16 +143,16 @@ def test_roles_are_enforced_on_the_server(app_client: TestClient, engine: sa.Eng
     assert decide(auditor, doc["event_id"], "confirm", token) == 403
     exported = auditor.get("/export.json")
     assert exported.status_code == 200 and doc["event_id"] in exported.text
-    assert ("otto", "export") in [(e["actor"], e["action"]) for e in data.audit_entries(engine)]
+    assert ("otto", "export") in [(e["actor"], e["action"]) for e in data.audit_entries(store)]
 
 
 HOSTILE = ['<script>window.pwned=1</script>[/]"', "x' onmouseover='alert(1)", '"><img src=x onerror=alert(1)>']
 
 
-def test_device_supplied_text_is_escaped_on_every_page(app_client: TestClient, engine: sa.Engine) -> None:
+def test_device_supplied_text_is_escaped_on_every_page(app_client: TestClient, store: Store) -> None:
     docs = [hit_doc(entry=h, camera=h, device=h, label=h) for h in HOSTILE]
     for d in docs:
-        store_hit(engine, d)
+        store_hit(store, d)
     login(app_client, "ada")
     pages = [app_client.get("/queue").text, app_client.get("/audit").text, app_client.get("/fleet").text]
     pages += [app_client.get(f"/hits/{d['event_id']}/card").text for d in docs]
@@ -160,9 +163,9 @@ def test_device_supplied_text_is_escaped_on_every_page(app_client: TestClient, e
 
 
 def test_enrolment_photos_are_served_only_to_accounts_and_only_from_the_photo_folder(
-    app_client: TestClient, engine: sa.Engine
+    app_client: TestClient, store: Store
 ) -> None:
-    store_hit(engine, hit_doc(entry="case-A"))
+    store_hit(store, hit_doc(entry="case-A"))
     name = Path(PERSON_A[0]).name
     assert app_client.get(f"/photos/case-A/{name}", follow_redirects=False).status_code == 303
     login(app_client, "rita")
@@ -174,27 +177,28 @@ def test_enrolment_photos_are_served_only_to_accounts_and_only_from_the_photo_fo
         assert app_client.get(bad).status_code == 404
 
 
-def test_decisions_are_appended_never_overwritten(app_client: TestClient, engine: sa.Engine) -> None:
+def test_decisions_are_appended_never_overwritten(app_client: TestClient, store: Store) -> None:
     doc = hit_doc()
-    store_hit(engine, doc)
+    store_hit(store, doc)
     login(app_client, "rita")
     token = csrf_token(app_client.get("/queue").text)
     assert decide(app_client, doc["event_id"], "confirm", token) == 303
     assert decide(app_client, doc["event_id"], "not-this-person", token) == 303
     assert decide(app_client, doc["event_id"], "approve", token) == 400
-    hit = data.get_hit(engine, doc["event_id"])
+    hit = data.get_hit(store, doc["event_id"])
     assert hit is not None and hit["state"] == "not-this-person"
     assert [(r["decision"], r["reviewer"], r["reason"]) for r in hit["reviews"]] == [
-        ("confirmed", "rita", "face matches the enrolment photos"),
+        ("confirm", "rita", "face matches the enrolment photos"),
         ("not-this-person", "rita", "a different person who looks alike"),
     ]
-    exported = json.loads(data.export_text(engine, "json"))
-    assert [r["decision"] for r in exported["hits"][0]["reviews"]] == ["confirmed", "not-this-person"]
+    exported = json.loads(data.export_text(store, "json"))
+    rows = exported["hits"] if isinstance(exported, dict) else exported
+    assert [r["decision"] for r in rows[0]["history"]] == ["confirm", "not-this-person"]
 
 
-def test_a_muted_entry_leaves_the_queue_until_unmuted(app_client: TestClient, engine: sa.Engine) -> None:
+def test_a_muted_entry_leaves_the_queue_until_unmuted(app_client: TestClient, store: Store) -> None:
     doc = hit_doc(entry="case-noisy")
-    store_hit(engine, doc)
+    store_hit(store, doc)
     login(app_client, "rita")
     token = csrf_token(app_client.get("/queue").text)
     form = {"csrf_token": token, "kind": "entry", "entry_id": "case-noisy", "device_id": "pole-1", "camera": "gate", "hours": "8"}
@@ -202,11 +206,11 @@ def test_a_muted_entry_leaves_the_queue_until_unmuted(app_client: TestClient, en
     assert doc["event_id"] not in app_client.get("/queue").text
     assert doc["event_id"] in app_client.get("/queue?muted=1").text
     mute_id = sa.select(sa.func.max(sa.text("id"))).select_from(sa.table("console_mutes"))
-    with engine.connect() as c:
+    with store.engine.connect() as c:
         mid = c.execute(mute_id).scalar()
     assert app_client.post(f"/mutes/{mid}/end", data={"csrf_token": token}, follow_redirects=False).status_code == 303
     assert doc["event_id"] in app_client.get("/queue").text
-    actions = [e["action"] for e in data.audit_entries(engine)]
+    actions = [e["action"] for e in data.audit_entries(store)]
     assert "mute:entry" in actions and "unmute:entry" in actions
 
 
@@ -226,7 +230,7 @@ def test_add_user_refuses_bad_input_clearly(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_a_watchlist_is_built_signed_offline_and_published_with_the_devices_checks(
-    engine: sa.Engine, tmp_path: Path, faces_dir: Path
+    store: Store, tmp_path: Path, faces_dir: Path
 ) -> None:
     import cv2
 
@@ -243,7 +247,7 @@ def test_a_watchlist_is_built_signed_offline_and_published_with_the_devices_chec
     other_key, _ = generate_keypair(tmp_path / "other")
     with Broker(tmp_path) as broker:
         config = ConsoleConfig(
-            engine=engine, photos_dir=photos, broker=f"127.0.0.1:{broker.port}", workdir=tmp_path / "work", public_keys=[pub]
+            store=store, photos_dir=photos, broker=f"127.0.0.1:{broker.port}", workdir=tmp_path / "work", public_keys=[pub]
         )
         client = TestClient(create_app(config), base_url=BASE)
         login(client, "wanda")
@@ -284,6 +288,31 @@ def test_a_watchlist_is_built_signed_offline_and_published_with_the_devices_chec
         sub.sync()
         assert [m["schema"] for m in sub.json("/manifest")] == ["edge.watchlist-bundle/1"]
         sub.disconnect()
-    actions = [(e["actor"], e["action"]) for e in data.audit_entries(engine)]
+    actions = [(e["actor"], e["action"]) for e in data.audit_entries(store)]
     for action in ("watchlist:build", "watchlist:signature-refused", "watchlist:signature", "watchlist:publish"):
         assert ("wanda", action) in actions
+
+
+def test_a_thumbnail_is_shown_only_when_the_device_sent_a_real_jpeg(
+    app_client: TestClient, store: Store, faces_dir: Path
+) -> None:
+    import base64
+
+    import cv2
+
+    image = cv2.imread(str(faces_dir / PERSON_A[0]))
+    assert image is not None
+    ok, jpeg = cv2.imencode(".jpg", cv2.resize(image, (112, 112)))
+    assert ok
+    with_thumb = hit_doc(thumbnail_jpeg_b64=base64.b64encode(jpeg.tobytes()).decode())
+    html_thumb = hit_doc(thumbnail_jpeg_b64=base64.b64encode(b"<html><script>alert(1)</script>").decode())
+    without = hit_doc()
+    for d in (with_thumb, html_thumb, without):
+        store_hit(store, d)
+    login(app_client, "rita")
+    page = app_client.get("/queue").text
+    assert f"/hits/{with_thumb['event_id']}/thumbnail.jpg" in page and "device sends none" in page
+    r = app_client.get(f"/hits/{with_thumb['event_id']}/thumbnail.jpg")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content == jpeg.tobytes()
+    assert app_client.get(f"/hits/{html_thumb['event_id']}/thumbnail.jpg").status_code == 404
+    assert app_client.get(f"/hits/{without['event_id']}/thumbnail.jpg").status_code == 404

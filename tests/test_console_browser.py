@@ -5,18 +5,23 @@ Screenshots go to build/screenshots/ as test artefacts.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.central.web import data
-from edge.central.web.db import open_engine
-from tests.broker import free_port
+from edge.central.web.db import open_store
+from edge.cli import main
+from tests.broker import Broker, free_port
 from tests.console_helpers import PASSWORD, add_accounts, hit_doc, photos_dir, store_hit
 from tests.mqtt_helpers import wait_for_text
 
@@ -35,12 +40,15 @@ TIMEOUT_MS = 15_000
 
 
 class Console:
-    def __init__(self, workdir: Path, faces: Path) -> None:
+    """`edge console --broker` as an operator starts it: it serves the pages and ingests from a real Mosquitto."""
+
+    def __init__(self, workdir: Path, faces: Path, broker_port: int) -> None:
         self.workdir = workdir
         self.db = workdir / "central.db"
-        self.engine = open_engine(str(self.db))
-        add_accounts(self.engine)
+        self.store = open_store(str(self.db))
+        add_accounts(self.store)
         self.photos = photos_dir(workdir, faces, {"case-A": PERSON_A})
+        self.broker_port = broker_port
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "console.log"
@@ -48,23 +56,56 @@ class Console:
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "edge.cli", "console", "--db", str(self.db), "--listen", f"127.0.0.1:{self.port}"]
-        cmd += ["--photos", str(self.photos)]
+        cmd += ["--photos", str(self.photos), "--broker", f"127.0.0.1:{self.broker_port}", "--client-id", "console-test"]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir)
         assert wait_for_text(self.log, "edge console on", 30), self.log.read_text()
+        # A retained status reaches the ingest worker whenever it subscribes: once it is stored, hits will be too.
+        publish(self.broker_port, "edge/v1/pole-1/status", STATUS, retain=True)
+        assert wait_until(lambda: bool(data.fleet_view(self.store)), 30), self.log.read_text()
+
+    def deliver(self, doc: dict[str, Any]) -> None:
+        publish(self.broker_port, f"edge/v1/{doc['device_id']}/hits", doc)
 
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
-            self.proc.wait(15)
+            self.proc.wait(20)
+
+
+def publish(port: int, topic: str, doc: dict[str, Any], retain: bool = False) -> None:
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    c.publish(topic, json.dumps(doc), qos=1, retain=retain).wait_for_publish(10)
+    c.disconnect()
+    c.loop_stop()
+
+
+def wait_until(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+STATUS = {
+    "schema": "edge.status/1", "device_id": "pole-1", "state": "online", "ts": "2026-11-22T10:00:00.000Z",
+    "outbox": {"depth": 0, "oldest_age_s": None, "dropped": 0},
+    "watchlist": {"name": "city", "version": 3, "sha256": "a" * 64, "entries": 10, "last_sync": None},
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path) -> Iterator[Console]:
-    c = Console(tmp_path_factory.mktemp("console"), faces_dir)
-    c.start()
-    yield c
-    c.stop()
+    workdir = tmp_path_factory.mktemp("console")
+    with Broker(workdir) as broker:
+        c = Console(workdir, faces_dir, broker.port)
+        c.start()
+        yield c
+        c.stop()
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +148,7 @@ def test_a_reviewer_sees_a_hit_arrive_live_and_decides_in_one_click(page: Any, c
     log_in(page, console, "rita")
     wait_live(page)
     doc = hit_doc(entry="case-A", label="Person A")
-    store_hit(console.engine, doc)
+    console.deliver(doc)  # a device's hit through the real broker
     card = page.locator(f"#hit-{doc['event_id']}")
     card.wait_for()
     assert card.locator(".entry").inner_text() == "case-A" and "Person A" in card.inner_text()
@@ -117,9 +158,20 @@ def test_a_reviewer_sees_a_hit_arrive_live_and_decides_in_one_click(page: Any, c
     card.get_by_role("button", name="Confirm").click()  # the one click: the default reason is already chosen
     page.locator(f"#hit-{doc['event_id']} .state strong").filter(has_text="confirmed").wait_for()
     page.screenshot(path=str(SHOTS / "queue-decided.png"), full_page=True)
-    hit = data.get_hit(console.engine, doc["event_id"])
-    assert hit is not None and [(r["decision"], r["reviewer"]) for r in hit["reviews"]] == [("confirmed", "rita")]
-    assert any(e["actor"] == "rita" and e["action"] == "review:confirmed" for e in data.audit_entries(console.engine))
+    assert main(["alerts", "--db", str(console.db), "--export", "json", "--out", str(console.workdir / "export.json")]) == 0
+    exported = json.loads((console.workdir / "export.json").read_text())
+    rows = exported["hits"] if isinstance(exported, dict) else exported
+    (row,) = [h for h in rows if h["event_id"] == doc["event_id"]]
+    assert [(r["decision"], r["reviewer"]) for r in row["history"]] == [("confirm", "rita")]
+    assert any(e["actor"] == "rita" and e["action"] == "review:confirm" for e in data.audit_entries(console.store))
+    page.goto(f"{console.url}/fleet")
+    assert page.locator("#device-pole-1").inner_text().startswith("pole-1")
+    page.get_by_role("button", name="Log out").click()
+    log_in(page, console, "otto")  # the auditor sees the decision in the audit log
+    page.goto(f"{console.url}/audit")
+    row = page.locator("tr", has_text=doc["event_id"]).first
+    assert "rita" in row.inner_text() and "review:confirm" in row.inner_text()
+    page.screenshot(path=str(SHOTS / "audit-log.png"), full_page=True)
 
 
 HOSTILE = "<script>window.pwned=1</script>[/]\"'"
@@ -134,7 +186,7 @@ def test_hostile_device_text_renders_as_plain_text(page: Any, console: Console) 
 
     page.on("dialog", on_dialog)
     doc = hit_doc(entry=HOSTILE, camera=HOSTILE + "cam", device="pole-<b>9</b>", label='<img src=x onerror="alert(1)">')
-    store_hit(console.engine, doc)
+    store_hit(console.store, doc)
     log_in(page, console, "ada")
     card = page.locator(f"#hit-{doc['event_id']}")
     assert card.locator(".entry").inner_text() == HOSTILE
@@ -157,13 +209,13 @@ def test_a_reviewer_cannot_publish_or_skip_the_csrf_token(page: Any, console: Co
     )
     assert status == 403
     doc = hit_doc()
-    store_hit(console.engine, doc)
+    store_hit(console.store, doc)
     no_token = page.evaluate(
         f"""async () => (await fetch("/hits/{doc["event_id"]}/decision",
             {{method: "POST", body: new URLSearchParams({{decision: "confirm"}})}})).status"""
     )
     assert no_token == 403
-    assert data.get_hit(console.engine, doc["event_id"])["state"] == "candidate"  # type: ignore[index]
+    assert data.get_hit(console.store, doc["event_id"])["state"] == "candidate"  # type: ignore[index]
 
 
 def test_logging_out_ends_the_session(page: Any, console: Console) -> None:
@@ -177,7 +229,7 @@ def test_logging_out_ends_the_session(page: Any, console: Console) -> None:
 
 def test_the_queue_fits_a_tablet(page: Any, console: Console) -> None:
     page.set_viewport_size({"width": 768, "height": 1024})
-    store_hit(console.engine, hit_doc(entry="case-A"))
+    store_hit(console.store, hit_doc(entry="case-A"))
     log_in(page, console, "rita")
     page.locator("article.hit").first.wait_for()
     width = page.evaluate("document.documentElement.scrollWidth")

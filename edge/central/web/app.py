@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
 from itsdangerous import BadSignature, URLSafeSerializer
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -30,6 +29,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from edge.central.store import Store
 from edge.central.web import auth
 from edge.central.web.photos import QualityChecker
 
@@ -46,7 +46,7 @@ CSP = (
 
 @dataclass
 class ConsoleConfig:
-    engine: sa.Engine
+    store: Store  # the central store (its engine also holds the console's own tables)
     photos_dir: Path | None = None  # enrolment photos: one subfolder per entry_id (as `edge watchlist build --photos`)
     broker: str | None = None  # HOST:PORT the Watchlists page publishes to
     workdir: Path | None = None  # where bundles built from the browser are kept
@@ -73,7 +73,8 @@ class Console:
 
     def __init__(self, config: ConsoleConfig) -> None:
         self.config = config
-        self.engine = config.engine
+        self.store = config.store
+        self.engine = config.store.engine
         self.signer = URLSafeSerializer(auth.secret_key(self.engine), salt="edge-console-session")
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.autoescape = True  # every template, whatever its name
@@ -208,9 +209,9 @@ async def login_submit(console: Console, request: Request) -> Response:
     try:
         session = await run_in_threadpool(auth.login, console.engine, name, password, client)
     except auth.AuthError as exc:
-        await run_in_threadpool(data.audit, console.engine, name[:64] or "(none)", "login-failed", client, str(exc))
+        await run_in_threadpool(data.audit, console.store, name[:64] or "(none)", "login-failed", client, str(exc))
         return await login_page(console, request, str(exc), status=429 if isinstance(exc, auth.ThrottledError) else 401)
-    await run_in_threadpool(data.audit, console.engine, session.user, "login", client, session.role)
+    await run_in_threadpool(data.audit, console.store, session.user, "login", client, session.role)
     response = RedirectResponse(_safe_next(str(form.get("next") or "")), status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -228,7 +229,7 @@ async def logout(console: Console, request: Request, session: auth.Session) -> R
     from edge.central.web import data
 
     await run_in_threadpool(auth.logout, console.engine, session.id)
-    await run_in_threadpool(data.audit, console.engine, session.user, "logout", "", "")
+    await run_in_threadpool(data.audit, console.store, session.user, "logout", "", "")
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response

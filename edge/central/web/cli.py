@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,11 @@ from edge.errors import EdgeError
 log = logging.getLogger(__name__)
 
 
-def open_database(url: str) -> Any:
-    """The central store's engine with the console's tables in place."""
-    from edge.central.web.db import open_engine
+def open_database(db: str) -> Any:
+    """The central store with the console's tables in place."""
+    from edge.central.web.db import open_store
 
-    return open_engine(url)
+    return open_store(db)
 
 
 def cmd_add_user(args: argparse.Namespace) -> int:
@@ -31,9 +30,9 @@ def cmd_add_user(args: argparse.Namespace) -> int:
         password = args.password_file.read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as exc:
         raise EdgeError(f"cannot read the password file {args.password_file}: {exc.strerror}") from exc
-    engine = open_database(db)
-    auth.add_user(engine, args.name, args.role, password)
-    data.audit(engine, "(command line)", "add-user", args.name, args.role)
+    store = open_database(db)
+    auth.add_user(store.engine, args.name, args.role, password)
+    data.audit(store, "(command line)", "add-user", args.name, args.role)
     print(f"account {args.name} ({args.role}) created")
     return 0
 
@@ -51,21 +50,17 @@ def cmd_console(args: argparse.Namespace) -> int:
     host, port = parse_host_port(args.listen)
     if args.photos is not None and not args.photos.is_dir():
         raise EdgeError(f"--photos {args.photos}: not a folder")
-    engine = open_database(args.db)
     config = ConsoleConfig(
-        engine=engine,
+        store=open_database(args.db),
         photos_dir=args.photos,
         broker=args.broker,
-        workdir=args.workdir,
+        workdir=args.workdir or (Path.cwd() if "://" in args.db else Path(args.db).resolve().parent) / "edge-console",
         public_keys=list(args.public_key or []),
     )
     app = create_app(config)
-    stop = threading.Event()
-    worker = None
-    if args.broker:
-        from edge.central.web.ingest import start_ingest
+    from edge.central.web.ingest import start_ingest, stop_ingest
 
-        worker = start_ingest(args, stop)
+    worker = start_ingest(args) if args.broker else None
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2, proxy_headers=False)
     )
@@ -73,9 +68,10 @@ def cmd_console(args: argparse.Namespace) -> int:
     try:
         server.run()
     finally:
-        stop.set()
         if worker is not None:
-            worker.join(timeout=10)
+            stop_ingest(worker)
+    if worker is not None and worker.returncode not in (0, -15):
+        raise EdgeError(f"the ingest worker stopped with status {worker.returncode} (see its messages above)")
     return 0
 
 

@@ -1,33 +1,36 @@
-"""Opening the central store for the console: the store's engine, with the console's tables created."""
+"""Opening the central store for the console: the store (with its migrations), then the console's own tables."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.exc import SQLAlchemyError
 
-from edge.central.web import data, tables
+from edge.central.store import Store, StoreError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_MIGRATE_LOCK = 0x65646377  # console processes opening one PostgreSQL database at once migrate one at a time
 
 
-def _url(db: str) -> str:
-    if "://" in db:
-        return db
-    return f"sqlite:///{Path(db).resolve()}"
+def migrate_console(engine: sa.Engine) -> None:
+    """Bring the console's tables to the newest revision (their own Alembic version table)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATE_LOCK})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot add the console's tables: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from exc
 
 
-def open_engine(db: str) -> sa.Engine:
-    url = _url(db)
-    engine = sa.create_engine(url, future=True)
-    if url.startswith("sqlite"):
-
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(conn: Any, _record: Any) -> None:
-            cur = conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-    data._md.create_all(engine)
-    tables.metadata.create_all(engine)
-    return engine
+def open_store(db: str) -> Store:
+    """The store at ``db`` (a SQLite path or postgresql://…), migrated, with the console's tables."""
+    store = Store(db)
+    migrate_console(store.engine)
+    return store

@@ -18,16 +18,19 @@ log = logging.getLogger(__name__)
 
 def routes(console: Console) -> list[Route]:
     async def audit_page(request: Request, session: Session) -> Response:
-        entries = await run_in_threadpool(data.audit_entries, console.engine, 300)
+        entries = await run_in_threadpool(data.audit_entries, console.store, 300)
         return console.render(request, "audit.html", session, nav="audit", entries=entries)
 
     async def fleet_page(request: Request, session: Session) -> Response:
-        return console.render(request, "fleet.html", session, nav="fleet", devices=[])
+        devices = await run_in_threadpool(data.fleet_view, console.store)
+        published = await run_in_threadpool(data.published_versions, console.store)
+        versions = {name: p["version"] for name, p in published.items()}
+        return console.render(request, "fleet.html", session, nav="fleet", devices=devices, published=versions)
 
     async def export(request: Request, session: Session) -> Response:
         fmt = request.path_params["fmt"]
-        text = await run_in_threadpool(data.export_text, console.engine, fmt)
-        await run_in_threadpool(data.audit, console.engine, session.user, "export", fmt, "")
+        text = await run_in_threadpool(data.export_text, console.store, fmt)
+        await run_in_threadpool(data.audit, console.store, session.user, "export", fmt, "")
         media = "application/json" if fmt == "json" else "text/csv"
         return Response(text, media_type=media, headers={"Content-Disposition": f'attachment; filename="hits.{fmt}"'})
 

@@ -24,7 +24,7 @@ from edge.quality import QualityGate
 
 log = logging.getLogger(__name__)
 
-DECISIONS = {"confirm": "confirmed", "reject": "rejected", "not-this-person": "not-this-person", "escalate": "escalated"}
+DECISIONS = ("confirm", "reject", "not-this-person", "escalate")  # as the store records them
 DEFAULT_REASONS = {
     "confirm": "face matches the enrolment photos",
     "reject": "false alarm",
@@ -83,7 +83,7 @@ def filters_from(request: Request) -> data.HitFilter:
 def routes(console: Console) -> list[Route]:
     async def queue_page(request: Request, session: Session) -> Response:
         f = filters_from(request)
-        hits = await run_in_threadpool(data.list_hits, console.engine, f, 100)
+        hits = await run_in_threadpool(data.list_hits, console.store, f, 100)
         active = await run_in_threadpool(mutes.active, console.engine)
         query = urlencode({k: v for k, v in request.query_params.items() if k in ("device", "camera", "entry", "state", "muted")})
         return console.render(
@@ -92,13 +92,13 @@ def routes(console: Console) -> list[Route]:
         )  # fmt: skip
 
     async def card(request: Request, session: Session) -> Response:
-        hit = await run_in_threadpool(data.get_hit, console.engine, request.path_params["event_id"])
+        hit = await run_in_threadpool(data.get_hit, console.store, request.path_params["event_id"])
         if hit is None:
             raise HTTPException(404, "no such hit")
         return console.render(request, "_card.html", session, hit=present(console, hit), reasons=REASONS)
 
     async def thumbnail(request: Request, session: Session) -> Response:
-        b64 = await run_in_threadpool(data.thumbnail_b64, console.engine, request.path_params["event_id"])
+        b64 = await run_in_threadpool(data.thumbnail_b64, console.store, request.path_params["event_id"])
         try:
             jpeg = base64.b64decode(b64 or "", validate=True)
         except (binascii.Error, ValueError):
@@ -116,17 +116,11 @@ def routes(console: Console) -> list[Route]:
         reason = str(form.get("reason") or "").strip()[:200] or DEFAULT_REASONS[choice]
         note = str(form.get("note") or "").strip()[:500]
         try:
-            await run_in_threadpool(data.record_decision, console.engine, event_id, DECISIONS[choice], reason, note, session.user)
+            await run_in_threadpool(data.record_decision, console.store, event_id, choice, reason, note, session.user)
         except data.NotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
-        await run_in_threadpool(
-            data.audit,
-            console.engine,
-            session.user,
-            f"review:{DECISIONS[choice]}",
-            event_id,
-            json.dumps({"reason": reason, "note": note}),
-        )
+        detail = json.dumps({"reason": reason, "note": note})
+        await run_in_threadpool(data.audit, console.store, session.user, f"review:{choice}", event_id, detail)
         if request.headers.get("x-requested-with") == "fetch":
             return await card(request, session)
         return RedirectResponse(f"/queue#hit-{event_id}", status_code=303)
@@ -142,13 +136,13 @@ def routes(console: Console) -> list[Route]:
             )
         except (ValueError, mutes.MuteError) as exc:
             raise HTTPException(400, str(exc)) from exc
-        await run_in_threadpool(data.audit, console.engine, session.user, f"mute:{kind}", m.label, f"until {m.until_text}")
+        await run_in_threadpool(data.audit, console.store, session.user, f"mute:{kind}", m.label, f"until {m.until_text}")
         return RedirectResponse("/queue", status_code=303)
 
     async def end_mute(request: Request, session: Session) -> Response:
         m = await run_in_threadpool(mutes.end, console.engine, int(request.path_params["mute_id"]))
         if m is not None:
-            await run_in_threadpool(data.audit, console.engine, session.user, f"unmute:{m.kind}", m.label, "")
+            await run_in_threadpool(data.audit, console.store, session.user, f"unmute:{m.kind}", m.label, "")
         return RedirectResponse("/queue", status_code=303)
 
     async def photo(request: Request, session: Session) -> Response:
@@ -161,11 +155,11 @@ def routes(console: Console) -> list[Route]:
         f = filters_from(request)
 
         async def stream() -> AsyncIterator[str]:
-            cursor = await run_in_threadpool(data.latest_cursor, console.engine)
+            cursor = await run_in_threadpool(data.latest_cursor, console.store)
             idle = 0.0
             yield "retry: 2000\n\n"
             while not await request.is_disconnected():
-                ids, cursor = await run_in_threadpool(data.hits_after, console.engine, cursor, f)
+                ids, cursor = await run_in_threadpool(data.hits_after, console.store, cursor, f)
                 for event_id in ids:
                     yield f"event: hit\ndata: {json.dumps({'event_id': event_id})}\n\n"
                 idle = 0.0 if ids else idle + console.config.poll_s

@@ -8,11 +8,9 @@ and publish with the checks of ``edge watchlist verify`` and ``edge watchlist pu
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import re
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -56,8 +54,7 @@ def bundles_dir(console: Console) -> Path:
 
 
 def _published(console: Console) -> dict[str, Any]:
-    path = bundles_dir(console) / "published.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return data.published_versions(console.store)
 
 
 def list_bundles(console: Console) -> list[dict[str, Any]]:
@@ -128,7 +125,7 @@ def publish(console: Console, folder: Path, by: str) -> str:
     if not console.config.public_keys:
         raise EdgeError("the console trusts no public key (start it with --public-key)")
     published = _published(console)
-    from edge.watchlist.bundle import parse_manifest
+    from edge.watchlist.bundle import parse_manifest, parse_time
 
     name = parse_manifest((folder / "manifest.json").read_bytes()).name
     current = published.get(name, {}).get("version")
@@ -138,8 +135,8 @@ def publish(console: Console, folder: Path, by: str) -> str:
         previous_wait=1.0,
     )  # fmt: skip
     cmd_publish(args)
-    published[manifest.name] = {"version": manifest.version, "sha256": manifest.sha256, "by": by, "at": time.time()}
-    (bundles_dir(console) / "published.json").write_text(json.dumps(published, indent=2))
+    expires = parse_time(manifest.expires_at, "expires_at")
+    console.store.publish_watchlist(manifest.name, manifest.version, manifest.sha256, expires, by)  # audited by the store
     return f"{manifest.name} v{manifest.version}"
 
 
@@ -152,7 +149,7 @@ def _folder(console: Console, name: str) -> Path:
 
 def routes(console: Console) -> list[Route]:
     async def page(request: Request, session: Session, message: str = "", error: str = "", status: int = 200) -> Response:
-        feedback = await run_in_threadpool(data.entry_feedback, console.engine)
+        feedback = await run_in_threadpool(data.entry_feedback, console.store)
         entries = []
         root = console.config.photos_dir
         for sub in sorted(p for p in root.iterdir() if p.is_dir()) if root else []:
@@ -181,7 +178,7 @@ def routes(console: Console) -> list[Route]:
             )  # fmt: skip
         except (EdgeError, ValueError) as exc:
             return await page(request, session, error=str(exc), status=400)
-        await run_in_threadpool(data.audit, console.engine, session.user, "watchlist:build", folder, "; ".join(notes)[:2000])
+        await run_in_threadpool(data.audit, console.store, session.user, "watchlist:build", folder, "; ".join(notes)[:2000])
         return await page(
             request, session, message=f"built unsigned bundle {folder}" + (f" ({len(notes)} photos refused)" if notes else "")
         )
@@ -202,11 +199,9 @@ def routes(console: Console) -> list[Route]:
         try:
             await run_in_threadpool(attach_signature, console, folder, await m.read(MAX_UPLOAD), await s.read(4096))
         except EdgeError as exc:
-            await run_in_threadpool(
-                data.audit, console.engine, session.user, "watchlist:signature-refused", folder.name, str(exc)
-            )
+            await run_in_threadpool(data.audit, console.store, session.user, "watchlist:signature-refused", folder.name, str(exc))
             return await page(request, session, error=f"signature refused: {exc}", status=400)
-        await run_in_threadpool(data.audit, console.engine, session.user, "watchlist:signature", folder.name, "")
+        await run_in_threadpool(data.audit, console.store, session.user, "watchlist:signature", folder.name, "")
         return RedirectResponse("/watchlists", status_code=303)
 
     async def do_publish(request: Request, session: Session) -> Response:
@@ -215,9 +210,9 @@ def routes(console: Console) -> list[Route]:
         try:
             what = await run_in_threadpool(publish, console, folder, session.user)
         except EdgeError as exc:
-            await run_in_threadpool(data.audit, console.engine, session.user, "watchlist:publish-refused", folder.name, str(exc))
+            await run_in_threadpool(data.audit, console.store, session.user, "watchlist:publish-refused", folder.name, str(exc))
             return await page(request, session, error=f"not published: {exc}", status=400)
-        await run_in_threadpool(data.audit, console.engine, session.user, "watchlist:publish", what, folder.name)
+        await run_in_threadpool(data.audit, console.store, session.user, "watchlist:publish", what, folder.name)
         return await page(request, session, message=f"published {what}")
 
     return [
