@@ -17,6 +17,7 @@ from edge.central.web import data
 from edge.central.web.app import ConsoleConfig, create_app
 from edge.central.web.db import open_store
 from edge.cli import main
+from tests.central_db import BACKENDS, database
 from tests.console_helpers import PASSWORD, add_accounts, csrf_token, hit_doc, login_token, photos_dir, store_hit
 
 BASE = "http://127.0.0.1:8000"
@@ -289,7 +290,7 @@ def test_a_watchlist_is_built_signed_offline_and_published_with_the_devices_chec
         assert [m["schema"] for m in sub.json("/manifest")] == ["edge.watchlist-bundle/1"]
         sub.disconnect()
     actions = [(e["actor"], e["action"]) for e in data.audit_entries(store)]
-    for action in ("watchlist:build", "watchlist:signature-refused", "watchlist:signature", "watchlist:publish"):
+    for action in ("watchlist:build", "watchlist:signature-refused", "watchlist:signature", "watchlist-publish"):
         assert ("wanda", action) in actions
 
 
@@ -316,3 +317,47 @@ def test_a_thumbnail_is_shown_only_when_the_device_sent_a_real_jpeg(
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content == jpeg.tobytes()
     assert app_client.get(f"/hits/{html_thumb['event_id']}/thumbnail.jpg").status_code == 404
     assert app_client.get(f"/hits/{without['event_id']}/thumbnail.jpg").status_code == 404
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_queue_filters_mutes_feedback_and_the_live_feed_work_alike_on_sqlite_and_postgresql(backend: str, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from edge.central.web import auth
+
+    with database(backend, tmp_path) as url:
+        s = open_store(url)
+        try:
+            auth.add_user(s.engine, "rita", "reviewer", PASSWORD)
+            a, b, c = hit_doc(entry="case-A"), hit_doc(entry="case-B", camera="side"), hit_doc(entry="case-A", device="pole-2")
+            for d in (a, b, c):
+                store_hit(s, d)
+            client = TestClient(create_app(ConsoleConfig(store=s)), base_url=BASE)
+            login(client, "rita")
+            token = csrf_token(client.get("/queue").text)
+            assert decide(client, a["event_id"], "not-this-person", token) == 303
+
+            def shown(query: str) -> set[str]:
+                page = client.get(f"/queue?{query}").text
+                return {d["event_id"] for d in (a, b, c) if f'id="hit-{d["event_id"]}"' in page}
+
+            assert shown("") == {a["event_id"], b["event_id"], c["event_id"]}
+            assert shown("state=not-this-person") == {a["event_id"]}
+            assert shown("state=candidate") == {b["event_id"], c["event_id"]}
+            assert shown("device=pole-2") == {c["event_id"]}
+            assert shown("camera=side&entry=case-B") == {b["event_id"]}
+            form = {
+                "csrf_token": token,
+                "kind": "camera",
+                "entry_id": "case-B",
+                "device_id": "pole-1",
+                "camera": "side",
+                "hours": "1",
+            }
+            assert client.post("/mutes", data=form, follow_redirects=False).status_code == 303
+            assert shown("") == {a["event_id"], c["event_id"]}
+            assert data.entry_feedback(s) == {"case-A": {"false": [0.71], "confirmed": []}}
+            ids, _ = data.hits_after(s, data.LiveCursor(datetime.now(UTC) - timedelta(seconds=5)), data.HitFilter(muted=True))
+            assert set(ids) == {a["event_id"], b["event_id"], c["event_id"]}
+        finally:
+            s.close()
