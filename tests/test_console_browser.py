@@ -140,6 +140,12 @@ def log_in(page: Any, console: Console, user: str) -> None:
     page.wait_for_url(f"{console.url}/queue")
 
 
+def shoot(page: Any, name: str) -> None:
+    """A full-page screenshot once every image has loaded (build/screenshots/NAME.png)."""
+    page.wait_for_function("Array.from(document.images).every((i) => i.complete)")
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
 def wait_live(page: Any) -> None:
     page.wait_for_selector("#live[data-connected='1']", state="attached")
 
@@ -154,24 +160,32 @@ def test_a_reviewer_sees_a_hit_arrive_live_and_decides_in_one_click(page: Any, c
     assert card.locator(".entry").inner_text() == "case-A" and "Person A" in card.inner_text()
     assert "Candidate for human review" in card.inner_text()
     assert card.locator("figure.enrolled img").count() == 2
-    page.screenshot(path=str(SHOTS / "queue-hit-arrived.png"), full_page=True)
+    shoot(page, "queue-hit-arrived")
+    widths = card.locator("figure.enrolled img").evaluate_all("(imgs) => imgs.map((i) => i.naturalWidth)")
+    assert all(w > 0 for w in widths), "the enrolment photos did not load beside the hit"
     card.get_by_role("button", name="Confirm").click()  # the one click: the default reason is already chosen
     page.locator(f"#hit-{doc['event_id']} .state strong").filter(has_text="confirmed").wait_for()
-    page.screenshot(path=str(SHOTS / "queue-decided.png"), full_page=True)
+    shoot(page, "queue-decided")
     assert main(["alerts", "--db", str(console.db), "--export", "json", "--out", str(console.workdir / "export.json")]) == 0
     exported = json.loads((console.workdir / "export.json").read_text())
     rows = exported["hits"] if isinstance(exported, dict) else exported
     (row,) = [h for h in rows if h["event_id"] == doc["event_id"]]
     assert [(r["decision"], r["reviewer"]) for r in row["history"]] == [("confirm", "rita")]
     assert any(e["actor"] == "rita" and e["action"] == "review:confirm" for e in data.audit_entries(console.store))
+    live = {**STATUS, "cameras": [{"camera": "gate", "state": "reopening", "frames": 10, "dropped": 0,
+                                   "error": "rtsp://admin:s3cret@10.0.0.7/live timed out"}]}  # fmt: skip
+    publish(console.broker_port, "edge/v1/pole-1/status", live)  # heard live now, not a retained replay
+    assert wait_until(lambda: data.fleet_view(console.store)[0]["state"] == "online", 15)
     page.goto(f"{console.url}/fleet")
-    assert page.locator("#device-pole-1").inner_text().startswith("pole-1")
+    row = page.locator("#device-pole-1").inner_text()
+    assert row.startswith("pole-1") and "online" in row and "rtsp://***@10.0.0.7" in row and "s3cret" not in page.content()
+    shoot(page, "fleet")
     page.get_by_role("button", name="Log out").click()
     log_in(page, console, "otto")  # the auditor sees the decision in the audit log
     page.goto(f"{console.url}/audit")
     row = page.locator("tr", has_text=doc["event_id"]).first
     assert "rita" in row.inner_text() and "review:confirm" in row.inner_text()
-    page.screenshot(path=str(SHOTS / "audit-log.png"), full_page=True)
+    shoot(page, "audit-log")
 
 
 HOSTILE = "<script>window.pwned=1</script>[/]\"'"
@@ -194,7 +208,7 @@ def test_hostile_device_text_renders_as_plain_text(page: Any, console: Console) 
     assert card.locator(".device").inner_text() == "pole-<b>9</b>"
     assert page.evaluate("window.pwned") is None and dialogs == []
     assert card.locator("script, b, img[src=x]").count() == 0
-    page.screenshot(path=str(SHOTS / "queue-hostile-text.png"), full_page=True)
+    shoot(page, "queue-hostile-text")
 
 
 def test_a_reviewer_cannot_publish_or_skip_the_csrf_token(page: Any, console: Console) -> None:
@@ -224,7 +238,7 @@ def test_logging_out_ends_the_session(page: Any, console: Console) -> None:
     page.wait_for_url(f"{console.url}/login")
     page.goto(f"{console.url}/queue")
     assert "/login" in page.url
-    page.screenshot(path=str(SHOTS / "login.png"))
+    shoot(page, "login")
 
 
 def test_the_queue_fits_a_tablet(page: Any, console: Console) -> None:
@@ -234,4 +248,4 @@ def test_the_queue_fits_a_tablet(page: Any, console: Console) -> None:
     page.locator("article.hit").first.wait_for()
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 768, f"the page scrolls sideways on a tablet ({width} px)"
-    page.screenshot(path=str(SHOTS / "queue-tablet.png"), full_page=True)
+    shoot(page, "queue-tablet")

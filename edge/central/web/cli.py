@@ -37,6 +37,17 @@ def cmd_add_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Refuse an address that cannot be served on, with a clear message (not the web server's traceback)."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise EdgeError(f"--listen {host}:{port}: cannot serve there ({exc.strerror or exc})") from exc
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     if args.console_command == "add-user":
         return cmd_add_user(args)
@@ -47,7 +58,11 @@ def cmd_console(args: argparse.Namespace) -> int:
     from edge.central.web.app import ConsoleConfig, create_app
     from edge.publish import parse_host_port
 
-    host, port = parse_host_port(args.listen)
+    try:
+        host, port = parse_host_port(args.listen)
+    except EdgeError as exc:
+        raise EdgeError(f"--listen {args.listen!r} is not HOST:PORT") from exc
+    _check_listen(host, port)
     if args.photos is not None and not args.photos.is_dir():
         raise EdgeError(f"--photos {args.photos}: not a folder")
     config = ConsoleConfig(
