@@ -1,4 +1,4 @@
-"""The Fleet page's device view: silent devices, watchlist drift, refused acks, audit-chain problems, redaction."""
+"""Console views from store rows: the fleet (silent devices, drift, refusals, chain problems, redaction), threshold advice."""
 
 from __future__ import annotations
 
@@ -41,3 +41,13 @@ def test_drift_refusals_chain_problems_and_camera_errors_are_shown() -> None:
     assert v["refused"][0]["reason"] == "signature"
     assert v["chain"].startswith("PROBLEM: sequence went back") and not v["chain_ok"]
     assert device_view(status_row(), {"city": 3}, [], None, NOW)["drift"] is False
+
+
+def test_the_suggested_entry_threshold_keeps_out_every_reported_false_match_and_says_what_it_costs() -> None:
+    from edge.central.web.watchlists import suggest_threshold
+
+    assert suggest_threshold({"false": [], "confirmed": [0.8]}, None) is None  # no false match reported: nothing to suggest
+    s = suggest_threshold({"false": [0.61, 0.655], "confirmed": [0.66, 0.72, 0.9]}, None)
+    assert s is not None and s["threshold"] == 0.665
+    assert "2 hit(s) marked not this person (scores 0.610, 0.655)" in s["evidence"] and "2 of 3 confirmed" in s["evidence"]
+    assert suggest_threshold({"false": [0.61], "confirmed": []}, 0.7) is None  # the entry's threshold is already above
