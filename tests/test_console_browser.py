@@ -142,7 +142,8 @@ def log_in(page: Any, console: Console, user: str) -> None:
 
 def shoot(page: Any, name: str) -> None:
     """A full-page screenshot once every image has loaded (build/screenshots/NAME.png)."""
-    page.wait_for_function("Array.from(document.images).every((i) => i.complete)")
+    # Polled from here: Playwright's wait_for_function evaluates strings, which the page's CSP forbids.
+    assert wait_until(lambda: page.evaluate("Array.from(document.images).every((i) => i.complete)"), TIMEOUT_MS / 1000)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
