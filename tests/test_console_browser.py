@@ -46,7 +46,7 @@ class Console:
         self.workdir = workdir
         self.db = workdir / "central.db"
         self.store = open_store(str(self.db))
-        add_accounts(self.store)
+        add_accounts(self.store, ("rita", "ada", "otto"))
         self.photos = photos_dir(workdir, faces, {"case-A": PERSON_A})
         self.broker_port = broker_port
         self.port = free_port()
