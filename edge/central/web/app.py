@@ -49,6 +49,8 @@ class ConsoleConfig:
     store: Store  # the central store (its engine also holds the console's own tables)
     photos_dir: Path | None = None  # enrolment photos: one subfolder per entry_id (as `edge watchlist build --photos`)
     broker: str | None = None  # HOST:PORT the Watchlists page publishes to
+    # How to reach it (as `edge watchlist publish` takes them): ca, cert, key, username, password_file.
+    broker_auth: dict[str, Any] = field(default_factory=dict)
     workdir: Path | None = None  # where bundles built from the browser are kept
     public_keys: list[Path] = field(default_factory=list)  # keys a published bundle must verify against
     poll_s: float = 0.5  # how often the live stream looks for new hits

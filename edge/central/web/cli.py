@@ -69,6 +69,7 @@ def cmd_console(args: argparse.Namespace) -> int:
         store=open_database(args.db),
         photos_dir=args.photos,
         broker=args.broker,
+        broker_auth={k: getattr(args, k) for k in ("ca", "cert", "key", "username", "password_file")},
         workdir=args.workdir or (Path.cwd() if "://" in args.db else Path(args.db).resolve().parent) / "edge-console",
         public_keys=list(args.public_key or []),
     )
@@ -92,8 +93,8 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("console", help="operator web console: review queue, fleet, watchlists (with --broker it also ingests)")
-    p.add_argument("--db", help="central store: a SQLite file or postgresql://user@host:port/db")
-    p.add_argument("--listen", help="HOST:PORT to serve on (e.g. 127.0.0.1:8080)")
+    p.add_argument("--db", metavar="FILE_OR_URL", help="central store: a SQLite file or postgresql://user@host:port/db")
+    p.add_argument("--listen", metavar="HOST:PORT", help="HOST:PORT to serve on (e.g. 127.0.0.1:8080)")
     p.add_argument("--broker", help="HOST:PORT: also ingest hits like `edge alerts --headless`, and publish watchlists there")
     p.add_argument("--client-id", default="edge-console", help="MQTT client id of the ingest session (with --broker)")
     p.add_argument("--ca", type=Path, help="CA certificate for the broker (enables TLS)")
@@ -112,5 +113,7 @@ def add_parser(sub: Any) -> None:
     a.add_argument("name", help="user name (letters, digits, _.@-)")
     a.add_argument("--role", required=True, choices=ROLES, help="what the account may do")
     a.add_argument("--password-file", type=Path, required=True, help="file holding the password (at least 10 characters)")
-    a.add_argument("--db", dest="user_db", help="central store: a SQLite file or postgresql://user@host:port/db")
+    a.add_argument(
+        "--db", dest="user_db", metavar="FILE_OR_URL", help="central store: a SQLite file or postgresql://user@host:port/db"
+    )
     a.set_defaults(func=cmd_console)

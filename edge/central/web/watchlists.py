@@ -130,10 +130,8 @@ def publish(console: Console, folder: Path, by: str) -> str:
     name = parse_manifest((folder / "manifest.json").read_bytes()).name
     current = published.get(name, {}).get("version")
     manifest, _ = verify_folder(folder, console.config.public_keys, current_version=current, models_dir=None, embedder=None)
-    args = argparse.Namespace(
-        bundle=folder, broker=console.config.broker, ca=None, cert=None, key=None, username=None, password_file=None,
-        previous_wait=1.0,
-    )  # fmt: skip
+    auth = {"ca": None, "cert": None, "key": None, "username": None, "password_file": None, **console.config.broker_auth}
+    args = argparse.Namespace(bundle=folder, broker=console.config.broker, previous_wait=1.0, **auth)
     cmd_publish(args)
     expires = parse_time(manifest.expires_at, "expires_at")
     console.store.publish_watchlist(manifest.name, manifest.version, manifest.sha256, expires, by)  # audited by the store
