@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import threading
@@ -220,6 +221,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
     missing = [r.file for i, r in enumerate(m.chunks) if i not in bundle.chunks]
     if missing:
         raise BundleError(f"{args.bundle}: chunks missing: {', '.join(missing)}")
+    store = None
+    if args.db:  # opened first: a wrong --db fails before anything is published
+        from edge.central.store import Store
+
+        store = Store(args.db, must_exist=True)
     host, port = parse_host_port(args.broker)
     password = args.password_file.read_text().strip() if args.password_file else None
     opts = BrokerOptions(host, port, args.ca, args.cert, args.key, args.username, password, client_id="")
@@ -265,6 +271,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     finally:
         client.disconnect()
         client.loop_stop()
+    if store is not None:
+        from edge.central.store.store import parse_ts
+
+        # The fleet's current version is what the operator published, never what devices report.
+        store.publish_watchlist(m.name, m.version, m.sha256, parse_ts(m.expires_at), by=args.by or getpass.getuser())
+        store.close()
     print(
         f"published watchlist {m.name} v{m.version}: manifest and {len(bundle.chunks)} chunks (retained, QoS 1) "
         f"to {host}:{port}" + (f"; cleared {cleared} retained chunks of v{old.version}" if old is not None and cleared else "")
@@ -323,6 +335,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--username", help="MQTT username")
     p.add_argument("--password-file", type=Path, help="file holding the MQTT password")
     p.add_argument("--previous-wait", type=float, default=1.0, help="seconds to wait for the retained manifest")
+    p.add_argument("--db", help="central store (SQLite file or postgresql:// URL) to record the publication in")
+    p.add_argument("--by", help="with --db: who published (default: the login name)")
     p.set_defaults(func=cmd_publish)
 
     p = wsub.add_parser("apply", help="apply a bundle to this device's store directly (no broker)")
