@@ -131,7 +131,8 @@ def publish(console: Console, folder: Path, by: str) -> str:
     current = published.get(name, {}).get("version")
     manifest, _ = verify_folder(folder, console.config.public_keys, current_version=current, models_dir=None, embedder=None)
     auth = {"ca": None, "cert": None, "key": None, "username": None, "password_file": None, **console.config.broker_auth}
-    args = argparse.Namespace(bundle=folder, broker=console.config.broker, previous_wait=1.0, **auth)
+    # db=None: the publication is recorded below on the console's own store, with the account's name.
+    args = argparse.Namespace(bundle=folder, broker=console.config.broker, previous_wait=1.0, db=None, by=None, **auth)
     cmd_publish(args)
     expires = parse_time(manifest.expires_at, "expires_at")
     console.store.publish_watchlist(manifest.name, manifest.version, manifest.sha256, expires, by)  # audited by the store
