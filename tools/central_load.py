@@ -79,7 +79,7 @@ class LoadPublisher:
         return len(stale)
 
 
-def publisher_process(index: int, devices: list[str], cfg: dict[str, Any], go: Any, results: Any) -> None:
+def publisher_process(index: int, devices: list[str], cfg: dict[str, Any], go: Any, done: Any, results: Any) -> None:
     from tools.synthetic import hit_payload
 
     conns = [LoadPublisher(cfg["port"], f"load-{index}-{k}") for k in range(cfg["connections"])]
@@ -110,7 +110,8 @@ def publisher_process(index: int, devices: list[str], cfg: dict[str, Any], go: A
                 c.resend_stale()
     generated_s = time.monotonic() - t0
     deadline = time.monotonic() + cfg["drain_timeout_s"]
-    while time.monotonic() < deadline and any(c.pending for c in conns):
+    # Until everything was acknowledged, or the central side already holds every hit (``done``).
+    while time.monotonic() < deadline and any(c.pending for c in conns) and not done.is_set():
         time.sleep(1.0)
         for c in conns:
             c.resend_stale()
@@ -149,12 +150,15 @@ def run(args: argparse.Namespace, work: Path, db: str) -> dict[str, Any]:
     store = Store(db)  # creates the schema before the workers race to
     workers = [start_worker(k, db, broker.port, work) for k in range(args.ingest_workers)]
     ctx = mp.get_context("spawn")
-    go, results = ctx.Event(), ctx.Queue()
+    go, done, results = ctx.Event(), ctx.Event(), ctx.Queue()
     ids = [f"sim-{i:04d}" for i in range(args.devices)]
     shares = [ids[w :: args.workers] for w in range(args.workers)]
     cfg = {"port": broker.port, "rate": args.rate, "hits_per_device": args.hits_per_device, "connections": args.connections,
            "drain_timeout_s": args.timeout}  # fmt: skip
-    procs = [ctx.Process(target=publisher_process, args=(w, s, cfg, go, results), daemon=True) for w, s in enumerate(shares)]
+    procs = [
+        ctx.Process(target=publisher_process, args=(w, share, cfg, go, done, results), daemon=True)
+        for w, share in enumerate(shares)
+    ]
     events: list[str] = []
     try:
         for p in procs:
@@ -182,6 +186,8 @@ def run(args: argparse.Namespace, work: Path, db: str) -> dict[str, Any]:
                 broker.start()
                 events.append(f"{time.monotonic() - t0:.1f}s: broker restarted")
                 broker_restarted = True
+            if n >= expected:
+                done.set()
             if n >= expected and all(not p.is_alive() for p in procs):
                 break
             time.sleep(0.5)
@@ -227,7 +233,7 @@ def run(args: argparse.Namespace, work: Path, db: str) -> dict[str, Any]:
         "backend": "postgresql" if db.startswith("postgresql") else "sqlite",
         "devices": args.devices, "ingest_workers": args.ingest_workers, "hits_sent": len(sent_set),
         "hits_stored_unique": len(got & sent_set), "hits_lost": len(sent_set - got), "duplicates_stored": total - distinct,
-        "unexpected": len(got - sent_set - {""}), "publisher_undelivered": undelivered,
+        "unexpected": len(got - sent_set - {""}), "publisher_unacknowledged": undelivered,
         "offered_hits_per_s": round(args.devices * args.rate, 1), "generation_s": round(max(gen_s), 1) if gen_s else None,
         "ingest_hits_per_s": round(len(rows) / span, 1) if span else None,
         "first_seen_to_stored_ms": _percentiles(lat), "events": events,
