@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, URLSafeSerializer
+from markupsafe import escape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -142,8 +143,6 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 def _esc(text: str) -> str:
-    from markupsafe import escape
-
     return str(escape(text))
 
 
