@@ -186,6 +186,10 @@ def run(args: argparse.Namespace, work: Path, db: str) -> dict[str, Any]:
                 broker.start()
                 events.append(f"{time.monotonic() - t0:.1f}s: broker restarted")
                 broker_restarted = True
+            for k, w in enumerate(workers):
+                if w.poll() is not None:  # as systemd's Restart= would (a worker started while the broker was down exits)
+                    events.append(f"{time.monotonic() - t0:.1f}s: ingest-{k} exited ({w.returncode}), started again")
+                    workers[k] = start_worker(k, db, broker.port, work)
             if n >= expected:
                 done.set()
             if n >= expected and all(not p.is_alive() for p in procs):
