@@ -258,9 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_provision(sub)
 
-    from edge.operator.alerts_cli import add_parser as add_alerts
+    from edge.central.cli import add_parser as add_alerts
 
     add_alerts(sub)
+
+    from edge.central.web.cli import add_parser as add_console
+
+    add_console(sub)
 
     p = sub.add_parser("run", help="run the device daemon (foreground; systemd runs it as edge.service)")
     p.add_argument("--config", type=Path, required=True, help="device config (TOML); keys in the README")

@@ -81,6 +81,9 @@ def parse_host_port(value: str, default_port: int = 1883) -> tuple[str, int]:
         raise EdgeError(f"broker address {value!r} is not HOST:PORT") from exc
 
 
+NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT v5 PUBACK reason code
+
+
 class _Client(mqtt.Client):
     """paho's client, remembering the last socket or TLS error.
 
@@ -233,6 +236,10 @@ class Publisher:
 
     RESEND_AFTER_S = 30.0
     RETRY_FAILED_AFTER_S = 60.0
+    # MQTT v5 PUBACK 0x10 "No matching subscribers": the broker took the hit but no central
+    # consumer was subscribed (Mosquitto forgets shared subscriptions over a restart until the
+    # ingest workers resubscribe), so it would be gone. Keep it and publish it again shortly.
+    RETRY_NO_SUBSCRIBERS_S = 5.0
 
     def __init__(
         self,
@@ -255,6 +262,7 @@ class Publisher:
         self.failed_publishes = 0
         self._inflight: dict[int, tuple[str, float]] = {}
         self._retry_at: dict[str, float] = {}
+        self.no_subscribers = 0  # publishes the broker had no subscriber for (kept and retried)
         self._publishing = False
         self._early: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -354,6 +362,11 @@ class Publisher:
         self._settle(item[0], reason)
 
     def _settle(self, event_id: str, reason: Any) -> None:
+        if getattr(reason, "value", None) == NO_MATCHING_SUBSCRIBERS:
+            self.no_subscribers += 1
+            log.debug("no subscriber took %s; kept in the outbox, retried in %.0fs", event_id, self.RETRY_NO_SUBSCRIBERS_S)
+            self._retry_at[event_id] = time.monotonic() + self.RETRY_NO_SUBSCRIBERS_S
+            return
         if reason.is_failure:
             self.failed_publishes += 1
             self.last_error = f"broker refused message {event_id}: {reason}"

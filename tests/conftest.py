@@ -18,6 +18,8 @@ settings.register_profile("edge", deadline=None, suppress_health_check=[HealthCh
 settings.load_profile("edge")
 
 ROOT = Path(__file__).resolve().parent.parent
+# The db_url fixture (SQLite and PostgreSQL) for central-store tests.
+pytest_plugins = ["tests.central_db"]
 FACES = Path(os.environ.get("EDGE_DEV_DATA", ROOT.parent / "shared" / "data" / "faces"))
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import uuid
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -15,73 +13,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.central.ingest import ingest
+from edge.central.store import Store
 from edge.cli import main
-from edge.operator.alerts import AlertStore
 from tests.broker import Broker
+from tests.central_msgs import ack, hit, status
 
-
-def hit(device: str = "pole-1", entry: str = "case-1", event_id: str | None = None) -> dict[str, Any]:
-    return {
-        "schema": "edge.hit/1",
-        "event_id": event_id or str(uuid.uuid4()),
-        "device_id": device,
-        "camera": "gate",
-        "track_id": "gate-3-1",
-        "first_seen": "2026-11-22T10:00:00.000Z",
-        "last_seen": "2026-11-22T10:00:01.500Z",
-        "entry_id": entry,
-        "score": 0.71,
-        "threshold": 0.574,
-        "margin": 0.3,
-        "frames_matched": 4,
-        "face": {"bbox": [10.0, 20.0, 80.0, 80.0], "size_px": 80.0, "sharpness": 120.0, "yaw": 3.0, "detector_score": 0.9},
-        "watchlist": {"name": "city", "version": 3, "sha256": "a" * 64},
-        "models": {"detector": "b" * 64, "embedder": "c" * 64},
-        "review": "candidate",
-    }
-
-
-STATUS = {
-    "schema": "edge.status/1",
-    "device_id": "pole-1",
-    "state": "online",
-    "outbox": {"depth": 2, "oldest_age_s": 5.0, "dropped": 0},
-    "watchlist": {"name": "city", "version": 3, "sha256": "a" * 64, "entries": 10, "last_sync": None},
-}
-ACK = {
-    "schema": "edge.watchlist-ack/1", "device_id": "pole-1", "watchlist": "city", "version": 3, "previous_version": 2,
-    "outcome": "applied", "reason": "applied", "message": "applied", "ts": "2026-11-22T10:00:00.000Z",
-}  # fmt: skip
-
-
-def test_the_store_deduplicates_and_keeps_malformed_messages_aside(tmp_path: Path) -> None:
-    store = AlertStore(tmp_path / "central.db")
-    h = hit()
-    assert store.ingest("edge/v1/pole-1/hits", json.dumps(h).encode()).kind == "hit"
-    assert store.ingest("edge/v1/pole-1/hits", json.dumps(h).encode()).kind == "duplicate"
-    bad_field = hit()
-    del bad_field["score"]
-    forged = hit(device="pole-2")
-    for topic, payload in [
-        ("edge/v1/pole-1/hits", b"{not json"),
-        ("edge/v1/pole-1/hits", json.dumps(bad_field).encode()),
-        ("edge/v1/pole-1/hits", json.dumps(forged).encode()),  # pole-2's hit on pole-1's topic
-        ("edge/v1/pole-1/hits", json.dumps(STATUS).encode()),
-        ("edge/v1/pole-1/hits", b"\xff\xfe"),
-    ]:
-        assert store.ingest(topic, payload).kind == "rejected"
-    assert store.ingest("edge/v1/pole-1/status", json.dumps(STATUS).encode()).kind == "status"
-    assert store.ingest("edge/v1/pole-1/watchlist/ack", json.dumps(ACK).encode()).kind == "ack"
-    assert store.counts() == {"hits": 1, "duplicates": 1, "rejected": 5, "acks": 1, "devices": 1}
-    reasons = [r[0] for r in store.conn.execute("SELECT reason FROM rejected ORDER BY id")]
-    assert "score" in reasons[1] and "published on pole-1" in reasons[2]
+STATUS = status()
+ACK = ack()
 
 
 @given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode), st.sampled_from(["hits", "status", "watchlist/ack", "x"]))
 @settings(max_examples=200, deadline=None)
 def test_arbitrary_payloads_never_crash_the_subscriber(payload: bytes, kind: str) -> None:
-    store = AlertStore(":memory:")
-    assert store.ingest(f"edge/v1/pole-1/{kind}", payload).kind in ("rejected", "hit", "status", "ack")
+    store = Store(":memory:")
+    assert ingest(store, f"edge/v1/pole-1/{kind}", payload).kind in ("rejected", "hit", "status", "ack")
 
 
 def publish_all(port: int, messages: list[tuple[str, bytes]]) -> None:
@@ -130,7 +76,7 @@ def test_headless_ingest_over_a_real_broker_then_export_and_review(tmp_path: Pat
 
 def test_json_export_and_a_broker_that_is_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "central.db"
-    AlertStore(db).ingest("edge/v1/pole-1/hits", json.dumps(hit()).encode())
+    ingest(Store(db), "edge/v1/pole-1/hits", json.dumps(hit()).encode())
     assert main(["alerts", "--db", str(db), "--export", "json", "--out", str(tmp_path / "hits.json")]) == 0
     assert len(json.loads((tmp_path / "hits.json").read_text())) == 1
     from tests.broker import free_port

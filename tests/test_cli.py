@@ -114,10 +114,11 @@ def test_the_demo_runs_the_whole_loop_on_shipped_samples(tmp_path: Path, capsys:
     assert [h["entry_id"] for h in hits] == ["case-0001"]
 
 
-def test_the_device_path_never_imports_the_operator_side() -> None:
+def test_the_device_path_never_imports_the_operator_or_central_side() -> None:
     code = (
         "import sys, edge.daemon, edge.selftest; "
-        "bad = sorted(m for m in sys.modules if m.startswith(('edge.operator', 'edge.measure', 'rich', 'jsonschema'))); "
+        "bad = sorted(m for m in sys.modules if m.startswith(('edge.operator', 'edge.central', 'edge.measure', 'rich', "
+        "'jsonschema', 'sqlalchemy', 'alembic', 'psycopg'))); "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -43,3 +43,23 @@ def test_the_unit_runs_the_daemon_as_a_notify_service_with_a_watchdog() -> None:
     text = UNIT.read_text()
     for line in ("Type=notify", "WatchdogSec=", "ExecStart=/usr/local/bin/edge run --config /etc/edge/edge.toml", "User=edge"):
         assert line in text
+
+
+INGEST = UNIT.parent / "edge-ingest@.service"
+
+
+def test_the_ingest_worker_template_verifies_and_is_hardened(tmp_path: Path) -> None:
+    exe = shutil.which("edge") or sys.executable
+    (tmp_path / INGEST.name).write_text(INGEST.read_text().replace("/usr/local/bin/edge", exe))
+    instance = tmp_path / "edge-ingest@1.service"
+    instance.symlink_to(tmp_path / INGEST.name)
+    proc = subprocess.run([str(analyze), "verify", str(instance)], capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "" and proc.stderr.strip() == "", proc.stdout + proc.stderr
+    proc = subprocess.run(
+        [str(analyze), "security", "--offline=true", str(instance)], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    m = re.search(r"Overall exposure level for edge-ingest@1\.service: ([0-9.]+)", proc.stdout + proc.stderr)
+    assert m and float(m.group(1)) <= 2.5, proc.stdout + proc.stderr
+    text = INGEST.read_text()
+    for needed in ("--headless", "--client-id edge-ingest-%H-%i", "--group edge-ingest", "--db ${EDGE_DB}"):
+        assert needed in text

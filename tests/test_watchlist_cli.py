@@ -160,8 +160,30 @@ def test_publish_retains_manifest_and_chunks_and_clears_the_previous_version(
         assert msg["manifest"].encode() == (workspace / "v1" / "manifest.json").read_bytes()
         assert got["edge/v1/watchlists/city/v1/chunks/0"] == (workspace / "v1" / "chunks" / "00000.bin").read_bytes()
 
-        assert main(["watchlist", "publish", str(tmp_path / "v2"), "--broker", broker_addr, *pub(workspace)]) == 0
+        from edge.central.store import Store
+
+        db = tmp_path / "central.db"
+        Store(db).close()
+        assert (
+            main(
+                [
+                    "watchlist",
+                    "publish",
+                    str(tmp_path / "v2"),
+                    "--broker",
+                    broker_addr,
+                    "--db",
+                    str(db),
+                    "--by",
+                    "ops",
+                    *pub(workspace),
+                ]
+            )
+            == 0
+        )
         assert "cleared 1 retained chunks of v1" in capsys.readouterr().out
+        published = Store(db).published()["city"]  # the fleet's current version, for the console and the fleet view
+        assert (published.version, published.published_by) == (2, "ops")
         got = collect_retained(broker.port, "edge/v1/watchlists/city/#")
         assert set(got) == {"edge/v1/watchlists/city/manifest", "edge/v1/watchlists/city/v2/chunks/0"}
 

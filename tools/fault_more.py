@@ -113,7 +113,7 @@ def frames(work: Path, iterations: int) -> dict[str, Any]:
         proc = start_daemon(cfg, run / "daemon.log")
         code = proc.wait(timeout=180)
         time.sleep(1.0)
-        status = json.loads(console.query("SELECT last_status FROM devices WHERE device_id = 'pole-1'")[0][0])
+        status = json.loads(console.query("SELECT payload FROM device_status WHERE device_id = 'pole-1'")[0][0])
         cam = status["cameras"][0]
         from tools.faults import stored_hits
 

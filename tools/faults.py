@@ -245,7 +245,7 @@ def wait_status(
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        rows = console.query(f"SELECT last_status FROM devices WHERE device_id = '{device}'") if console.db.exists() else []
+        rows = console.query(f"SELECT payload FROM device_status WHERE device_id = '{device}'") if console.db.exists() else []
         if rows:
             last = dict(json.loads(rows[0][0]))
             if cond(last):

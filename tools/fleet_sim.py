@@ -3,6 +3,8 @@
 
 python tools/fleet_sim.py --devices 200 --hits-per-device 50 --rate 2 --watchlist-entries 100000 --json out.json
 python tools/fleet_sim.py --quick --json out.json        # reduced scale, well under a minute
+python tools/fleet_sim.py --central --devices 2000 --hits-per-device 30 --rate 0.6 --ingest-workers 4 --backend postgresql
+python tools/fleet_sim.py --central --quick               # the central side: see tools/central_load.py
 
 1. Fan-out: a signed watchlist of random unit embeddings is published (``edge watchlist publish``,
    retained); every device assembles, verifies, applies it to its own SQLite store, builds its
@@ -39,6 +41,7 @@ if str(ROOT) not in sys.path:
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 from edge.watchlist.bundle import generate_keypair, load_private_key, write_bundle  # noqa: E402
+from tools import central_load  # noqa: E402
 from tools.fleet_device import run_worker  # noqa: E402
 from tools.mosquitto import Broker  # noqa: E402
 from tools.synthetic import random_entries, signed_bundle  # noqa: E402
@@ -289,7 +292,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="20 devices, 10 hits each, 5k entries: a release check under a minute")
     ap.add_argument("--keep", type=Path, help="keep the work folder (broker log, alerts db) here")
     ap.add_argument("--json", type=Path, help="write the report here")
+    central_load.add_arguments(ap)
     args = ap.parse_args(argv)
+    if args.central:
+        work = Path(tempfile.mkdtemp(prefix="central-load-"))
+        try:
+            out = central_load.main_central(args, work)
+        finally:
+            if args.keep:
+                shutil.copytree(work, args.keep, dirs_exist_ok=True)
+            shutil.rmtree(work, ignore_errors=True)
+        out["passed"] = (
+            out["hits_lost"] == 0 and out["duplicates_stored"] == 0 and out["hits_sent"] == args.devices * args.hits_per_device
+        )
+        text = json.dumps(out, indent=2)
+        print(text)
+        if args.json:
+            args.json.write_text(text + "\n")
+        return 0 if out["passed"] else 1
     if args.quick:
         args.devices, args.hits_per_device, args.rate, args.watchlist_entries = 20, 10, 2.0, 5000
         args.workers, args.fanout_concurrency, args.replays, args.timeout = 2, 10, 20, 120

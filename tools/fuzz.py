@@ -48,9 +48,10 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge import models as edge_models
+from edge.central.ingest import ingest
+from edge.central.store import Store
 from edge.config import load_settings
 from edge.errors import EdgeError
-from edge.operator.alerts import AlertStore
 from edge.watchlist import bundle as wb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -486,10 +487,10 @@ class AlertsTarget(Target):
 
     def __init__(self, rng: random.Random, work: Path, kit: BundleKit) -> None:
         super().__init__(rng, work, kit)
-        self.store = AlertStore(":memory:")
+        self.store = Store(":memory:")
         self.seeds = {"hits": _hit("pole-1"), "status": _status("pole-1"), "watchlist/ack": _ack("pole-1")}
         for suffix, doc in self.seeds.items():  # the seeds are payloads the store accepts, or the fuzzing starts wrong
-            kind = self.store.ingest(f"edge/v1/pole-1/{suffix}", json.dumps(doc).encode()).kind
+            kind = ingest(self.store, f"edge/v1/pole-1/{suffix}", json.dumps(doc).encode()).kind
             if kind == "rejected":
                 raise SystemExit(f"alerts seed for {suffix} is rejected: fix the seed")
         self.m = Mutator(rng, _keys_of(*self.seeds.values()))
@@ -521,7 +522,7 @@ class AlertsTarget(Target):
         return topic, payload
 
     def run(self, case: tuple[str, bytes]) -> bool:
-        result = self.store.ingest(*case)
+        result = ingest(self.store, *case)
         if result.kind == "rejected":  # ingest returns its rejections: count them by kind, as the others count exceptions
             why = _reason_kind(result.detail)
             self.reasons[why] = self.reasons.get(why, 0) + 1
@@ -531,7 +532,7 @@ class AlertsTarget(Target):
         return case[0].encode() + b" " + case[1]
 
     def close(self) -> None:
-        self.store.conn.close()
+        self.store.close()
 
 
 CONFIG_SEED = """\

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import getpass
 import json
 import logging
 import threading
@@ -191,12 +192,26 @@ def cmd_publish(args: argparse.Namespace) -> int:
     host, port = parse_host_port(args.broker)
     password = args.password_file.read_text().strip() if args.password_file else None
     opts = BrokerOptions(host, port, args.ca, args.cert, args.key, args.username, password, client_id="")
+    store = None
+    if args.db:  # opened first: a wrong --db fails before anything is published
+        from edge.central.store import Store
+
+        store = Store(args.db, must_exist=True)
     try:
-        done = publish_bundle(args.bundle, opts, args.public_key, force=args.force, timeout=args.timeout)
-    except (BundleError, PublishRefusedError) as exc:
-        print(f"NOT PUBLISHED: {exc}")
-        return 1
-    m, old = done.manifest, done.previous
+        try:
+            done = publish_bundle(args.bundle, opts, args.public_key, force=args.force, timeout=args.timeout)
+        except (BundleError, PublishRefusedError) as exc:
+            print(f"NOT PUBLISHED: {exc}")
+            return 1
+        m, old = done.manifest, done.previous
+        if store is not None:
+            from edge.central.store.store import parse_ts
+
+            # The fleet's current version is what the operator published, never what devices report.
+            store.publish_watchlist(m.name, m.version, m.sha256, parse_ts(m.expires_at), by=args.by or getpass.getuser())
+    finally:
+        if store is not None:
+            store.close()
     print(
         f"published watchlist {m.name} v{m.version}: manifest and {len(m.chunks)} chunks (retained, QoS 1) to {host}:{port}"
         + (f", replacing v{old.version}" if old is not None else "")
@@ -214,6 +229,8 @@ def add_arguments(p: Any) -> None:
         "sent (without it, everything else is checked and a warning says the signature was not)",
     )  # fmt: skip
     p.add_argument("--force", action="store_true", help="publish even if the broker holds this version or a newer one")
+    p.add_argument("--db", help="central store (SQLite file or postgresql:// URL) to record the publication in")
+    p.add_argument("--by", help="with --db: who published (default: the login name)")
     p.add_argument("--ca", type=Path, help="CA certificate (enables TLS)")
     p.add_argument("--cert", type=Path, help="client certificate")
     p.add_argument("--key", type=Path, help="client certificate key")

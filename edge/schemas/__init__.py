@@ -7,7 +7,12 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-BY_SCHEMA_ID = {"edge.hit/1": "hit", "edge.status/1": "status", "edge.watchlist-ack/1": "watchlist-ack"}
+BY_SCHEMA_ID = {
+    "edge.hit/1": "hit",
+    "edge.status/1": "status",
+    "edge.watchlist-ack/1": "watchlist-ack",
+    "edge.audit/1": "audit",
+}
 
 
 @cache

@@ -1,0 +1,158 @@
+"""``edge alerts`` command line: ingest (headless or with a live console), export, review."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.central.store import DECISIONS, STATE_OF, Store
+from edge.errors import EdgeError
+
+DEFAULT_GROUP = "edge-ingest"
+
+
+def _positive(value: str) -> float:
+    try:
+        f = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not f > 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of seconds")
+    return f
+
+
+def _readable(path: Path | None, what: str) -> None:
+    if path is not None and not path.is_file():
+        raise EdgeError(f"{what} {path}: no such file")
+
+
+def _write_stdout(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader stopped early (``| head``): not an error. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _review(store: Store, args: argparse.Namespace) -> int:
+    chosen = [d for d in DECISIONS if getattr(args, d.replace("-", "_"))]
+    if len(chosen) != 1:
+        raise EdgeError("--review needs exactly one of --confirm, --reject, --not-this-person or --escalate")
+    r = store.review(args.review, chosen[0], args.by or "", reason=args.reason or "", note=args.note or "")
+    change = f" (was {STATE_OF[r.previous_decision]})" if r.previous_decision else ""
+    print(f"hit {r.event_id} marked {STATE_OF[r.decision]} by {r.reviewer}{change}")
+    return 0
+
+
+def _export(store: Store, args: argparse.Namespace) -> int:
+    text = store.export(args.export)
+    if args.out:
+        try:
+            Path(args.out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise EdgeError(f"--out {args.out}: {exc.strerror or exc}") from exc
+    else:
+        _write_stdout(text)
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    if args.review and args.export:
+        raise EdgeError("--review and --export are separate runs: give one of them")
+    if not (args.review or args.export or args.broker):
+        raise EdgeError("--broker HOST:PORT is needed to receive alerts (or use --export / --review)")
+    for path, what in ((args.ca, "--ca"), (args.cert, "--cert"), (args.key, "--key"), (args.password_file, "--password-file")):
+        _readable(path, what)
+    store = Store(args.db, must_exist=bool(args.review or args.export))
+    try:
+        if args.review:
+            return _review(store, args)
+        if args.export:
+            return _export(store, args)
+        return _ingest(store, args)
+    finally:
+        store.close()
+
+
+def _ingest(store: Store, args: argparse.Namespace) -> int:
+    from edge.central.worker import IngestWorker
+    from edge.publish import BrokerOptions, parse_host_port
+
+    host, port = parse_host_port(args.broker)
+    password = args.password_file.read_text().strip() if args.password_file else None
+    opts = BrokerOptions(host, port, args.ca, args.cert, args.key, args.username, password, client_id=args.client_id)
+
+    def on_result(topic: str, result: Any) -> None:
+        if args.headless and result.kind in ("hit", "ack", "rejected", "audit"):
+            print(f"{result.kind:<9} {topic} {result.detail}", flush=True)
+
+    worker = IngestWorker(store, opts, group=args.group or None, batch_size=args.batch, on_result=on_result)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    worker.connect()
+    deadline = time.monotonic() + args.duration if args.duration else None
+    if args.headless:
+        worker.run(stop, deadline)
+    else:
+        from rich.live import Live
+
+        from edge.central.console import render, watch_keys
+
+        watch_keys(stop)
+        last = 0.0
+        with Live(render(store), refresh_per_second=2, screen=False) as live:
+
+            def tick() -> None:
+                nonlocal last
+                if time.monotonic() - last > 0.5:
+                    last = time.monotonic()
+                    live.update(render(store))
+
+            worker.run(stop, deadline, tick=tick)
+    c = store.counts()
+    print(
+        f"stored {c['hits']} hits ({c['duplicates']} duplicates dropped), {c['rejected']} malformed kept aside, {c['acks']} acks"
+    )
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("alerts", help="central subscriber: store, de-duplicate and review hits; fleet health console")
+    p.add_argument("--db", required=True, help="SQLite file (created by ingest if absent) or postgresql://user@host:port/db")
+    p.add_argument("--broker", help="HOST:PORT of the central broker")
+    p.add_argument("--ca", type=Path, help="CA certificate (enables TLS)")
+    p.add_argument("--cert", type=Path, help="client certificate")
+    p.add_argument("--key", type=Path, help="client certificate key")
+    p.add_argument("--username", help="MQTT username")
+    p.add_argument("--password-file", type=Path, help="file holding the MQTT password")
+    p.add_argument(
+        "--client-id", default="edge-alerts", help="MQTT client id of this worker's persistent session (one per worker)"
+    )
+    share = f"shared-subscription group: workers in one group share the messages (default {DEFAULT_GROUP}; '' for none)"
+    p.add_argument("--group", default=DEFAULT_GROUP, help=share)
+    p.add_argument("--batch", type=int, default=500, help="messages committed per transaction at most (default 500)")
+    p.add_argument("--headless", action="store_true", help="ingest without the live console (services, checks)")
+    p.add_argument("--duration", type=_positive, help="stop after this many seconds")
+    p.add_argument("--export", choices=["csv", "json"], help="write the stored hits with their review history and exit")
+    p.add_argument("--out", type=Path, help="file for --export (default stdout)")
+    p.add_argument(
+        "--review", metavar="EVENT_ID", help="append a reviewer's decision on one hit (a unique event-id prefix will do)"
+    )
+    p.add_argument("--confirm", action="store_true", help="with --review: the hit is the listed person")
+    p.add_argument("--reject", action="store_true", help="with --review: the hit is a false match")
+    p.add_argument("--not-this-person", action="store_true", help="with --review: a real face, but not the listed person")
+    p.add_argument("--escalate", action="store_true", help="with --review: pass the hit to a senior reviewer")
+    p.add_argument("--by", help="with --review: the reviewer's name")
+    p.add_argument("--reason", help="with --review: the reason (for a change of decision especially)")
+    p.add_argument("--note", help="with --review: a note")
+    p.set_defaults(func=cmd_alerts)

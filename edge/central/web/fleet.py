@@ -1,0 +1,84 @@
+"""The Fleet page's view of each device: heard or silent, watchlist drift, backlog, cameras, errors (redacted)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+# A device that sent no live status for this long is shown as silent even if its last status said online.
+SILENT_AFTER_S = 180.0
+
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+_SECRET_PAIRS = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key|key)(\s*[=:]\s*)\S+")
+
+
+def redact(text: str | None) -> str:
+    """An error message with credentials taken out (user:password@ in URLs, password=… pairs)."""
+    if not text:
+        return ""
+    text = _URL_CREDENTIALS.sub(r"\1***@", text)
+    return _SECRET_PAIRS.sub(r"\1\2***", text)[:500]
+
+
+def _age(ts: datetime | None, now: datetime) -> str:
+    if ts is None:
+        return "never"
+    s = (now - ts).total_seconds()
+    if s < 120:
+        return f"{s:.0f} s ago"
+    if s < 7200:
+        return f"{s / 60:.0f} min ago"
+    return f"{s / 3600:.1f} h ago"
+
+
+def device_view(
+    row: dict[str, Any], published: dict[str, int], refused: list[dict[str, Any]], head: dict[str, Any] | None, now: datetime
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    try:
+        loaded = json.loads(row.get("payload") or "{}")
+        doc = loaded if isinstance(loaded, dict) else {}
+    except ValueError:
+        doc = {}
+    heard = row.get("heard_at")
+    silent = heard is None or (now - heard).total_seconds() > SILENT_AFTER_S
+    state = row.get("state") or "unknown"
+    shown = "offline" if state == "offline" else ("silent" if silent else state)
+    wl = doc.get("watchlist") if isinstance(doc.get("watchlist"), dict) else {}
+    name = row.get("watchlist_name") or (wl or {}).get("name")
+    version = row.get("watchlist_version")
+    want = published.get(str(name)) if name else None
+    cameras = []
+    for cam in doc.get("cameras") or []:
+        if isinstance(cam, dict):
+            cameras.append(
+                {"camera": str(cam.get("camera", "?")), "state": str(cam.get("state", "?")), "error": redact(cam.get("error"))}
+            )
+    outbox = doc.get("outbox") if isinstance(doc.get("outbox"), dict) else {}
+    return {
+        "device_id": row["device_id"],
+        "state": shown,
+        "ok": shown in ("online",),
+        "heard": _age(heard, now),
+        "watchlist": name or "–",
+        "version": version,
+        "published": want,
+        "drift": want is not None and version != want,
+        "expires_at": (wl or {}).get("expires_at") or "–",
+        "outbox_depth": row.get("outbox_depth") or 0,
+        "outbox_oldest_s": (outbox or {}).get("oldest_age_s"),
+        "outbox_dropped": row.get("outbox_dropped") or 0,
+        "cameras": cameras,
+        "last_error": redact(doc.get("last_error")),
+        "refused": [{"version": a["version"], "reason": a["reason"], "message": redact(a["message"])} for a in refused],
+        "chain": "not reported"
+        if head is None
+        else ("ok" if head["chain_ok"] else f"PROBLEM: {head.get('problem') or 'check failed'}"),
+        "chain_ok": head is None or bool(head["chain_ok"]),
+    }
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

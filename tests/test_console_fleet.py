@@ -1,0 +1,53 @@
+"""Console views from store rows: the fleet (silent devices, drift, refusals, chain problems, redaction), threshold advice."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from edge.central.web.fleet import SILENT_AFTER_S, device_view, redact
+
+NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+
+
+def status_row(device: str = "pole-1", state: str = "online", heard_s: float = 5.0, **doc: object) -> dict[str, object]:
+    payload = {"watchlist": {"name": "city", "version": 3, "expires_at": "2026-12-30T00:00:00.000Z"}, **doc}
+    return {
+        "device_id": device, "state": state, "heard_at": NOW - timedelta(seconds=heard_s), "watchlist_name": "city",
+        "watchlist_version": 3, "outbox_depth": 0, "outbox_dropped": 0, "payload": json.dumps(payload),
+    }  # fmt: skip
+
+
+def test_credentials_are_taken_out_of_error_messages() -> None:
+    assert redact("cannot open rtsp://admin:s3cret@10.0.0.7/stream: 401") == "cannot open rtsp://***@10.0.0.7/stream: 401"
+    assert redact("mqtt login failed password=hunter2 user=x") == "mqtt login failed password=*** user=x"
+    assert redact(None) == ""
+
+
+def test_a_device_that_stopped_reporting_is_not_shown_online() -> None:
+    assert device_view(status_row(), {}, [], None, NOW)["state"] == "online"
+    assert device_view(status_row(heard_s=SILENT_AFTER_S + 1), {}, [], None, NOW)["state"] == "silent"
+    assert device_view(status_row(state="offline"), {}, [], None, NOW)["state"] == "offline"  # the last will
+
+
+def test_drift_refusals_chain_problems_and_camera_errors_are_shown() -> None:
+    cameras = [{"camera": "gate", "state": "reopening", "frames": 1, "dropped": 0, "error": "rtsp://u:p@cam/1 timed out"}]
+    refused = [{"version": 4, "reason": "signature", "message": "key abc not trusted"}]
+    head = {"chain_ok": False, "problem": "sequence went back from 90 to 12"}
+    v = device_view(status_row(cameras=cameras, last_error="token=abc123 expired"), {"city": 4}, refused, head, NOW)
+    assert v["drift"] and v["published"] == 4 and v["version"] == 3
+    assert v["cameras"] == [{"camera": "gate", "state": "reopening", "error": "rtsp://***@cam/1 timed out"}]
+    assert v["last_error"] == "token=*** expired"
+    assert v["refused"][0]["reason"] == "signature"
+    assert v["chain"].startswith("PROBLEM: sequence went back") and not v["chain_ok"]
+    assert device_view(status_row(), {"city": 3}, [], None, NOW)["drift"] is False
+
+
+def test_the_suggested_entry_threshold_keeps_out_every_reported_false_match_and_says_what_it_costs() -> None:
+    from edge.central.web.watchlists import suggest_threshold
+
+    assert suggest_threshold({"false": [], "confirmed": [0.8]}, None) is None  # no false match reported: nothing to suggest
+    s = suggest_threshold({"false": [0.61, 0.655], "confirmed": [0.66, 0.72, 0.9]}, None)
+    assert s is not None and s["threshold"] == 0.665
+    assert "2 hit(s) marked not this person (scores 0.610, 0.655)" in s["evidence"] and "2 of 3 confirmed" in s["evidence"]
+    assert suggest_threshold({"false": [0.61], "confirmed": []}, 0.7) is None  # the entry's threshold is already above
