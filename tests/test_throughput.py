@@ -140,8 +140,11 @@ def test_on_walkers_edge_raises_every_hit_the_plain_pipeline_raises_and_embeds_f
     edge, plain = row["edge"], row["reference"]
     assert edge["false_hits"] == [] and plain["false_hits"] == []
     assert edge["hits_found"] == edge["hits_expected"] >= plain["hits_found"]
-    # At 1080p the plain pipeline sees none of these 30-60 px faces (nothing to embed); at 640x480 it embeds more.
-    assert edge["embedded"] < plain["embedded"] or plain["embedded"] == 0
+    # Where the plain pipeline sees the same people it embeds more; at 1080p it misses the 30-60 px faces
+    # (fewer hits, so fewer faces to embed), and edge still embeds far fewer faces than there are face-frames.
+    assert edge["embedded"] < plain["embedded"] or plain["hits_found"] < edge["hits_found"]
+    face_frames = sum(min(w.frames, len(clip.jpegs) - w.start) for w in clip.walkers)
+    assert edge["embedded"] < face_frames / 3
 
 
 def test_two_stages_decide_exactly_as_one_thread_does(analyser: FaceAnalyser, faces_dir: Path) -> None:
