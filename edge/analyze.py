@@ -66,8 +66,15 @@ class FaceAnalyser:
     def from_settings(cls, settings: RecognitionSettings) -> FaceAnalyser:
         manifest = load_manifest(settings.models_dir)
 
+        loaded: dict[str, LoadedModel] = {}
+
         def load_detector(name: str) -> LoadedModel:
-            return load_model(manifest, name, kind="detector", accelerator=settings.accelerator, threads=settings.threads)
+            # One interpreter set per model: the coarse and follow detectors share the main one's (and its verifier).
+            if name not in loaded:
+                loaded[name] = load_model(
+                    manifest, name, kind="detector", accelerator=settings.accelerator, threads=settings.threads
+                )
+            return loaded[name]
 
         det_model = load_detector(settings.detector.model)
         detector = create_detector(det_model, settings.detector, load_detector)
