@@ -81,6 +81,22 @@ def parse_host_port(value: str, default_port: int = 1883) -> tuple[str, int]:
         raise EdgeError(f"broker address {value!r} is not HOST:PORT") from exc
 
 
+def add_broker_arguments(p: Any, *, key_flag: str = "--key") -> None:
+    """The broker connection options the operator commands share (``key_flag``: where ``--key`` means another key)."""
+    p.add_argument("--ca", type=Path, help="CA certificate of the broker (enables TLS)")
+    p.add_argument("--cert", type=Path, help="client certificate")
+    p.add_argument(key_flag, type=Path, help="client certificate key")
+    p.add_argument("--username", help="MQTT username")
+    p.add_argument("--password-file", type=Path, help="file holding the MQTT password")
+
+
+def broker_options(args: Any, *, key: Path | None, client_id: str = "") -> BrokerOptions:
+    """``BrokerOptions`` from ``--broker`` and the options ``add_broker_arguments`` adds."""
+    host, port = parse_host_port(args.broker)
+    password = args.password_file.read_text().strip() if args.password_file else None
+    return BrokerOptions(host, port, args.ca, args.cert, key, args.username, password, client_id=client_id)
+
+
 NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT v5 PUBACK reason code
 
 

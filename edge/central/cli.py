@@ -85,11 +85,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def _ingest(store: Store, args: argparse.Namespace) -> int:
     from edge.central.worker import IngestWorker
-    from edge.publish import BrokerOptions, parse_host_port
+    from edge.publish import broker_options
 
-    host, port = parse_host_port(args.broker)
-    password = args.password_file.read_text().strip() if args.password_file else None
-    opts = BrokerOptions(host, port, args.ca, args.cert, args.key, args.username, password, client_id=args.client_id)
+    opts = broker_options(args, key=args.key, client_id=args.client_id)
 
     def on_result(topic: str, result: Any) -> None:
         if args.headless and result.kind in ("hit", "ack", "rejected", "audit"):
@@ -127,14 +125,12 @@ def _ingest(store: Store, args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
+    from edge.publish import add_broker_arguments
+
     p = sub.add_parser("alerts", help="central subscriber: store, de-duplicate and review hits; fleet health console")
     p.add_argument("--db", required=True, help="SQLite file (created by ingest if absent) or postgresql://user@host:port/db")
     p.add_argument("--broker", help="HOST:PORT of the central broker")
-    p.add_argument("--ca", type=Path, help="CA certificate (enables TLS)")
-    p.add_argument("--cert", type=Path, help="client certificate")
-    p.add_argument("--key", type=Path, help="client certificate key")
-    p.add_argument("--username", help="MQTT username")
-    p.add_argument("--password-file", type=Path, help="file holding the MQTT password")
+    add_broker_arguments(p)
     p.add_argument(
         "--client-id", default="edge-alerts", help="MQTT client id of this worker's persistent session (one per worker)"
     )

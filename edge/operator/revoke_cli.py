@@ -26,11 +26,9 @@ def _retained(args: argparse.Namespace, name: str) -> tuple[Any, Any, int | None
     """Connect and read the retained manifest and revocation of ``name``: (client, opts, version, revoke)."""
     import json
 
-    from edge.publish import BrokerOptions, connect_blocking, make_client, manifest_topic, parse_host_port, revoke_topic
+    from edge.publish import broker_options, connect_blocking, make_client, manifest_topic, revoke_topic
 
-    host, port = parse_host_port(args.broker)
-    password = args.password_file.read_text().strip() if args.password_file else None
-    opts = BrokerOptions(host, port, args.ca, args.cert, args.cert_key, args.username, password, client_id="")
+    opts = broker_options(args, key=args.cert_key)
     client = make_client(opts)
     found: dict[str, Any] = {}
     both = threading.Event()
@@ -129,6 +127,8 @@ def cmd_apply_revoke(args: argparse.Namespace) -> int:
 
 
 def add_parsers(wsub: Any) -> None:
+    from edge.publish import add_broker_arguments
+
     p = wsub.add_parser("revoke", help="sign a revocation of single entries and publish it (retained) or write it")
     p.add_argument("--name", required=True, help="watchlist name")
     p.add_argument("--entry", action="append", required=True, help="entry_id to revoke (repeatable)")
@@ -137,11 +137,7 @@ def add_parsers(wsub: Any) -> None:
     p.add_argument("--sequence", type=int, help="revoke sequence (default: time in ms, above the retained one)")
     p.add_argument("--broker", help="HOST:PORT to publish to, retained, QoS 1")
     p.add_argument("--out", type=Path, help="also (or only) write the signed revocation to this file")
-    p.add_argument("--ca", type=Path, help="CA certificate (enables TLS)")
-    p.add_argument("--cert", type=Path, help="client certificate")
-    p.add_argument("--cert-key", type=Path, help="client certificate key")
-    p.add_argument("--username", help="MQTT username")
-    p.add_argument("--password-file", type=Path, help="file holding the MQTT password")
+    add_broker_arguments(p, key_flag="--cert-key")  # --key is the watchlist signing key here
     p.add_argument("--previous-wait", type=float, default=1.0, help="seconds to wait for the retained messages")
     p.set_defaults(func=cmd_revoke)
 

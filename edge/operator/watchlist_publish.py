@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import EdgeError
-from edge.publish import BrokerError, BrokerOptions, chunk_topic, connect_blocking, make_client, manifest_topic
+from edge.publish import (
+    BrokerError,
+    BrokerOptions,
+    add_broker_arguments,
+    broker_options,
+    chunk_topic,
+    connect_blocking,
+    make_client,
+    manifest_topic,
+)
 from edge.watchlist.bundle import (
     BundleError,
     Manifest,
@@ -187,11 +196,7 @@ def publish_bundle(
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from edge.publish import parse_host_port
-
-    host, port = parse_host_port(args.broker)
-    password = args.password_file.read_text().strip() if args.password_file else None
-    opts = BrokerOptions(host, port, args.ca, args.cert, args.key, args.username, password, client_id="")
+    opts = broker_options(args, key=args.key)
     store = None
     if args.db:  # opened first: a wrong --db fails before anything is published
         from edge.central.store import Store
@@ -213,7 +218,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     print(
-        f"published watchlist {m.name} v{m.version}: manifest and {len(m.chunks)} chunks (retained, QoS 1) to {host}:{port}"
+        f"published watchlist {m.name} v{m.version}: manifest and {len(m.chunks)} chunks (retained, QoS 1) "
+        f"to {opts.host}:{opts.port}"
         + (f", replacing v{old.version}" if old is not None else "")
         + (f"; cleared {done.cleared} retained chunks of v{old.version}" if old is not None and done.cleared else "")
     )
@@ -231,11 +237,7 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--force", action="store_true", help="publish even if the broker holds this version or a newer one")
     p.add_argument("--db", help="central store (SQLite file or postgresql:// URL) to record the publication in")
     p.add_argument("--by", help="with --db: who published (default: the login name)")
-    p.add_argument("--ca", type=Path, help="CA certificate (enables TLS)")
-    p.add_argument("--cert", type=Path, help="client certificate")
-    p.add_argument("--key", type=Path, help="client certificate key")
-    p.add_argument("--username", help="MQTT username")
-    p.add_argument("--password-file", type=Path, help="file holding the MQTT password")
+    add_broker_arguments(p)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the broker's acknowledgements")
     # Kept so older scripts still parse: the retained version is now read without a fixed wait.
     p.add_argument("--previous-wait", type=float, help=argparse.SUPPRESS)

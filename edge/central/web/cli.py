@@ -92,16 +92,14 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
+    from edge.publish import add_broker_arguments
+
     p = sub.add_parser("console", help="operator web console: review queue, fleet, watchlists (with --broker it also ingests)")
     p.add_argument("--db", metavar="FILE_OR_URL", help="central store: a SQLite file or postgresql://user@host:port/db")
     p.add_argument("--listen", metavar="HOST:PORT", help="HOST:PORT to serve on (e.g. 127.0.0.1:8080)")
     p.add_argument("--broker", help="HOST:PORT: also ingest hits like `edge alerts --headless`, and publish watchlists there")
     p.add_argument("--client-id", default="edge-console", help="MQTT client id of the ingest session (with --broker)")
-    p.add_argument("--ca", type=Path, help="CA certificate for the broker (enables TLS)")
-    p.add_argument("--cert", type=Path, help="client certificate for the broker")
-    p.add_argument("--key", type=Path, help="client certificate key")
-    p.add_argument("--username", help="MQTT username")
-    p.add_argument("--password-file", type=Path, help="file holding the MQTT password")
+    add_broker_arguments(p)
     p.add_argument("--photos", type=Path, help="enrolment photos, one subfolder per entry_id (shown beside hits)")
     p.add_argument("--workdir", type=Path, help="folder for bundles built from the browser (default: beside the database)")
     p.add_argument(
