@@ -8,10 +8,12 @@ every one of those becomes one ``InputFormatError`` the caller turns into its ow
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 from typing import Any
 
-from edge.errors import InputFormatError
+from edge.errors import EdgeError, InputFormatError
 
 
 def _no_constant(name: str) -> Any:
@@ -35,3 +37,20 @@ def load_json(data: bytes | str) -> Any:
         except RecursionError as exc:  # pragma: no cover - json.loads fails deeper first
             raise InputFormatError("JSON nested too deeply") from exc
     return doc
+
+
+def read_csv(path: Path, required: set[str], what: str, error: type[EdgeError]) -> csv.DictReader[str]:
+    """Rows of a UTF-8 CSV file (a BOM is fine) whose header has the ``required`` columns, or ``error`` naming it.
+
+    ``what`` describes the expected columns for the message, e.g. "columns entry_id,path".
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise error(f"{path}: cannot read the CSV ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not a CSV text file ({exc.reason} at byte {exc.start})") from exc
+    reader = csv.DictReader(text.splitlines())
+    if reader.fieldnames is None or not required <= set(reader.fieldnames):
+        raise error(f"{path}: needs {what}, got {reader.fieldnames}")
+    return reader

@@ -7,7 +7,6 @@ fixed by the split, not by what was detected (ISO/IEC 19795-1 generalised rates)
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import ManifestError
+from edge.untrusted import read_csv
 
 NEG_INF = float("-inf")
 
@@ -28,15 +28,7 @@ class Sample:
 def read_manifest(path: Path | str) -> list[Sample]:
     """Rows of a ``path,identity`` CSV, with paths resolved against the CSV's folder."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot read manifest ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"{path}: not a CSV text file ({exc.reason} at byte {exc.start})") from exc
-    reader = csv.DictReader(text.splitlines())
-    if reader.fieldnames is None or not {"path", "identity"} <= set(reader.fieldnames):
-        raise ManifestError(f"{path}: manifest needs a header with columns 'path' and 'identity', got {reader.fieldnames}")
+    reader = read_csv(path, {"path", "identity"}, "a header with columns 'path' and 'identity'", ManifestError)
     samples = []
     for line, row in enumerate(reader, start=2):
         rel, ident = (row.get("path") or "").strip(), (row.get("identity") or "").strip()

@@ -14,7 +14,6 @@ time (sustained frames/s) and process CPU time (CPU-seconds per minute of video)
 
 from __future__ import annotations
 
-import csv
 import logging
 import queue
 import threading
@@ -32,6 +31,7 @@ from edge.config import PipelineSettings, Settings, TrackingSettings
 from edge.detectors.base import Detector
 from edge.detectors.blazeface import BlazeFaceDetector
 from edge.match import Matcher, MatcherHolder
+from edge.measure.protocol import read_manifest
 from edge.measure.scenes import cover
 from edge.pipeline import FramePipeline
 from edge.runtime import load_model
@@ -92,11 +92,10 @@ def load_people(analyser: FaceAnalyser, photos: Path | None, count: int, listed:
     images: list[tuple[str, np.ndarray]] = []
     if photos is not None and (photos / "faces.csv").is_file():
         seen: set[str] = set()
-        with (photos / "faces.csv").open(encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                if row["identity"] not in seen:
-                    seen.add(row["identity"])
-                    images.append((row["identity"], load_image(photos / row["path"])))
+        for sample in read_manifest(photos / "faces.csv"):
+            if sample.identity not in seen:
+                seen.add(sample.identity)
+                images.append((sample.identity, load_image(sample.path)))
     else:
         images = [("astronaut", sample_image("astronaut.png")), ("photographer", sample_image("camera.png"))]
     listed = min(listed, max(1, min(count, len(images)) // 2))  # some walkers must be strangers

@@ -7,7 +7,6 @@ Every photo that is not used is listed with the reason.
 
 from __future__ import annotations
 
-import csv
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 from edge.analyze import FaceAnalyser
 from edge.errors import EdgeError, ImageDecodeError
 from edge.sources import IMAGE_SUFFIXES, load_image
+from edge.untrusted import read_csv
 from edge.watchlist.bundle import ENTRY_ID_RE, Entry
 
 # A second face at least this share of the main face's area makes the photo ambiguous.
@@ -59,15 +59,9 @@ def requests_from_folder(folder: Path) -> list[EnrolRequest]:
 
 def requests_from_csv(path: Path) -> list[EnrolRequest]:
     """CSV with ``entry_id,path`` and optional ``label,case_ref,expires_at,threshold`` (paths relative to it)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise EdgeError(f"{path}: cannot read the CSV ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise EdgeError(f"{path}: not a CSV text file ({exc.reason} at byte {exc.start})") from exc
-    reader = csv.DictReader(text.splitlines())
-    if reader.fieldnames is None or not {"entry_id", "path"} <= set(reader.fieldnames):
-        raise EdgeError(f"{path}: needs columns entry_id,path (optional label,case_ref,expires_at,threshold)")
+    reader = read_csv(
+        path, {"entry_id", "path"}, "columns entry_id,path (optional label,case_ref,expires_at,threshold)", EdgeError
+    )
     by_id: dict[str, EnrolRequest] = {}
     for line, row in enumerate(reader, start=2):
         eid = (row.get("entry_id") or "").strip()
