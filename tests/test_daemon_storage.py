@@ -53,16 +53,6 @@ def decision(matcher: Matcher, entry_id: str, n: int) -> Decision:
     return Decision(Track(f"gate-{n}", "gate", obs, obs), entry_id, obs, 3)
 
 
-def wait_for(sub: Subscriber, suffix: str, count: int, timeout: float = 20.0) -> list[dict[str, object]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = sub.json(suffix)
-        if len(got) >= count:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"only {len(sub.json(suffix))} of {count} {suffix} messages arrived")
-
-
 def test_hits_made_while_another_connection_holds_the_write_lock_are_kept_and_delivered_after(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     with Broker(tmp_path) as broker:
@@ -83,9 +73,9 @@ def test_hits_made_while_another_connection_holds_the_write_lock_are_kept_and_de
             d._next_storage_retry = 0.0
             d.retry_unstored()
             assert d.status()["storage"] == {"state": "ok", "held_in_memory": 0, "lost_over_memory_bound": 0}
-            hits = wait_for(sub, "/hits", 3)
-            assert sorted(h["entry_id"] for h in hits) == ["e0000000", "e0000001", "e0000002"]  # type: ignore[type-var]
-            [ack] = wait_for(sub, "/ack", 1)
+            hits = sub.wait_for("/hits", 3, timeout=20)
+            assert sorted(h["entry_id"] for h in hits) == ["e0000000", "e0000001", "e0000002"]
+            [ack] = sub.wait_for("/ack", 1, timeout=20)
             assert ack["device_id"] == "pole-9"
         finally:
             d.publisher.stop()
