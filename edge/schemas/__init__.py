@@ -15,10 +15,21 @@ BY_SCHEMA_ID = {
 }
 
 
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json keeps the last of two equal keys silently: an edit to the first copy would change nothing.
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r} in a schema")
+        seen[key] = value
+    return seen
+
+
 @cache
 def load(name: str) -> dict[str, Any]:
-    """The schema ``name`` (hit, status, watchlist-ack) as a dict."""
-    data: dict[str, Any] = json.loads(resources.files(__name__).joinpath(f"{name}.schema.json").read_text("utf-8"))
+    """The schema ``name`` (hit, status, watchlist-ack, audit) as a dict."""
+    text = resources.files(__name__).joinpath(f"{name}.schema.json").read_text("utf-8")
+    data: dict[str, Any] = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     return data
 
 
