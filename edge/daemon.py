@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 import uuid
@@ -387,8 +388,7 @@ class Daemon:
                 next_status = now + self.s.mqtt.status_interval_s
                 self.anchor.tick(self.publisher.connected.is_set(), self.publisher.publish_now)
             if now >= next_purge:
-                self._purge()
-                next_purge = now + 3600
+                next_purge = now + (3600 if self._purge() else 60)
         self._shutdown()
         return code
 
@@ -433,13 +433,23 @@ class Daemon:
                 return 1
         return 0
 
-    def _purge(self) -> None:
+    def _purge(self) -> bool:
+        """Retention: False when the database was busy or failing (the loop tries again in a minute).
+
+        A purge is housekeeping: a long writer elsewhere (``edge watchlist apply``) or an I/O error
+        must not stop recognition, so a storage error is logged and the purge retried later.
+        """
         keep_s = self.s.privacy.retention_days * 86400
-        self.outbox.check_clock()  # a clock jump is recorded before the purge reads the chain's times
-        n = audit.purge(self.store.conn, now=time.time(), keep_s=keep_s)
-        self.outbox.purge_events(keep_s)
+        try:
+            self.outbox.check_clock()  # a clock jump is recorded before the purge reads the chain's times
+            n = audit.purge(self.store.conn, now=time.time(), keep_s=keep_s)
+            self.outbox.purge_events(keep_s)
+        except sqlite3.Error as exc:
+            log.warning("retention: purge postponed, the database is busy or failing: %s", exc)
+            return False
         if n:
             log.info("retention: purged the oldest %d audit records (older than %.0f days)", n, self.s.privacy.retention_days)
+        return True
 
     def _shutdown(self) -> None:
         sd_notify("STOPPING=1")

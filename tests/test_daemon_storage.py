@@ -108,3 +108,17 @@ def test_a_hit_carries_the_version_that_scored_it_and_votes_for_removed_entries_
     [hit] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert hit["entry_id"] == "e0000001", "no hit for the removed entry"
     assert hit["watchlist"]["version"] == 1 and hit["watchlist"]["sha256"] == v1.sha256, "stamped with the scoring version"
+
+
+def test_the_retention_purge_waits_out_a_busy_database_instead_of_stopping_the_daemon(tmp_path: Path) -> None:
+    d = make_daemon(tmp_path, free_port(), Ed25519PrivateKey.generate(), mqtt=False)
+    locker = sqlite3.connect(tmp_path / "data" / "edge.db", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")  # `edge watchlist apply` or a long transaction elsewhere
+    for conn in (d.store.conn, d.outbox.conn):
+        conn.execute("PRAGMA busy_timeout = 200")  # the shipped wait is 30 s; the outcome is the same
+    try:
+        assert d._purge() is False  # postponed (the loop retries in a minute), not raised
+    finally:
+        locker.execute("COMMIT")
+        locker.close()
+    assert d._purge() is True
