@@ -15,38 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
+from edge.cli_args import analyser_from_args, recognition_args
 from edge.errors import EdgeError
 from edge.redact import install_log_filter, redact
 
 log = logging.getLogger("edge")
-
-
-def _recognition_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="device config (TOML); its [recognition] section is used")
-    p.add_argument("--embedder", help="embedder from models/manifest.json (default: the config's, else mobilefacenet)")
-    p.add_argument("--detector", help="detector from models/manifest.json (default: the config's, else yunet)")
-    p.add_argument("--accelerator", choices=["auto", "cpu", "edgetpu"], help="where models run (default: auto)")
-    p.add_argument("--threads", type=int, help="CPU threads per model (default: 2)")
-
-
-def _analyser(args: argparse.Namespace, *, threshold: float | None = None) -> Any:
-    from edge.analyze import FaceAnalyser
-    from edge.config import load_settings
-
-    settings = load_settings(args.config)
-    rec = settings.recognition
-    updates: dict[str, Any] = {}
-    if args.embedder:
-        updates["embedder"] = args.embedder
-    if args.accelerator:
-        updates["accelerator"] = args.accelerator
-    if args.threads:
-        updates["threads"] = args.threads
-    if threshold is not None:
-        updates["threshold"] = threshold
-    if args.detector:
-        updates["detector"] = rec.detector.model_copy(update={"model": args.detector})
-    return FaceAnalyser.from_settings(rec.model_copy(update=updates))
 
 
 def _write_json(path: Path | None, data: dict[str, Any]) -> None:
@@ -59,7 +32,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.details is not None and not args.details.parent.is_dir():
         raise EdgeError(f"--details {args.details}: folder {args.details.parent} does not exist")
-    analyser = _analyser(args, threshold=args.threshold)
+    analyser = analyser_from_args(args, threshold=args.threshold)
     report, scores, results = evaluate(
         analyser, args.manifest, nonfaces=args.nonfaces, enrol=args.enrol, quality_gate=args.quality_gate
     )
@@ -97,7 +70,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edge.measure.bench import run_bench
     from edge.measure.stream import stream_bench
 
-    analyser = _analyser(args)
+    analyser = analyser_from_args(args)
     result = run_bench(analyser, quick=args.quick)
     photos = args.photos or (Path(os.environ["EDGE_DEV_DATA"]) if os.environ.get("EDGE_DEV_DATA") else None)
     result.update(stream_bench(analyser, quick=args.quick, settings=load_settings(args.config), photos=photos))
@@ -140,7 +113,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from edge.measure.calibrate import calibrate, write_threshold
 
-    analyser = _analyser(args, threshold=0.0)
+    analyser = analyser_from_args(args, threshold=0.0)
     result = calibrate(analyser, args.manifest, args.impostor_photos or [], target_far=args.target_far)
     print(
         f"{analyser.embedder.name}: {result.pairs} impostor pairs (mean {result.mean:.3f}, sd {result.std:.3f}); "
@@ -164,7 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from edge.demo import run_demo
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="edge-demo-"))
-    return run_demo(_analyser(args), workdir, use_broker=not args.console)
+    return run_demo(analyser_from_args(args), workdir, use_broker=not args.console)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -223,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write one row per probe (face found, score against its own identity, threshold, top-1, outcome, "
         "reason for each miss) to this CSV file (JSON when it ends in .json)",
     )
-    _recognition_args(p)
+    recognition_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
@@ -237,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $EDGE_DEV_DATA, else the two shipped sample photos)",
     )
     p.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
-    _recognition_args(p)
+    recognition_args(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("calibrate", help="choose the embedder's match threshold from impostor scores")
@@ -247,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target-far", type=float, default=1e-4, help="pair false-accept rate to calibrate for")
     p.add_argument("--write", action="store_true", help="store the result in models/manifest.json")
-    _recognition_args(p)
+    recognition_args(p)
     p.set_defaults(func=cmd_calibrate)
 
     from edge.operator.watchlist_cli import add_parser as add_watchlist
@@ -286,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole loop on sample data shipped with edge (no camera needed)")
     p.add_argument("--workdir", type=Path, help="where to put the demo's keys, watchlist, clip and database")
     p.add_argument("--console", action="store_true", help="print hits to the console even when a broker is running")
-    _recognition_args(p)
+    recognition_args(p)
     p.set_defaults(func=cmd_demo)
     return parser
 

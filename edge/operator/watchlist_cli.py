@@ -58,13 +58,13 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from edge.cli import _analyser
+    from edge.cli_args import analyser_from_args
     from edge.operator.enrol import enrol, requests_from_csv, requests_from_folder
 
     if bool(args.photos) == bool(args.csv):
         raise EdgeError("give exactly one of --photos DIR or --csv FILE")
     requests = requests_from_folder(args.photos) if args.photos else requests_from_csv(args.csv)
-    analyser = _analyser(args)
+    analyser = analyser_from_args(args)
     report = enrol(analyser, requests, progress=not args.quiet)
     for photo, why in report.rejected:
         print(f"rejected {photo}: {why}")
@@ -252,7 +252,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder for the two key files")
     p.set_defaults(func=cmd_keygen)
 
-    from edge.cli import _recognition_args
+    from edge.cli_args import recognition_args
 
     p = wsub.add_parser("build", help="enrol photos through the device pipeline and write a bundle")
     p.add_argument("--photos", type=Path, help="folder with one subfolder of photos per entry (subfolder name = entry_id)")
@@ -267,7 +267,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--allow-missing", action="store_true", help="build even when entries have no usable photo (they are listed and left out)"
     )
-    _recognition_args(p)
+    recognition_args(p)
     p.set_defaults(func=cmd_build)
 
     p = wsub.add_parser("sign", help="sign an unsigned bundle (offline signing key)")
