@@ -14,7 +14,8 @@ from starlette.testclient import TestClient
 
 from edge.central.store import Store
 from edge.central.web import data
-from edge.central.web.app import ConsoleConfig, create_app
+from edge.central.web.app import create_app
+from edge.central.web.console import ConsoleConfig
 from edge.central.web.db import open_store
 from edge.cli import main
 from tests.central_db import BACKENDS, database

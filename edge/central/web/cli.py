@@ -55,7 +55,8 @@ def cmd_console(args: argparse.Namespace) -> int:
         raise EdgeError("edge console needs --db FILE_OR_URL and --listen HOST:PORT")
     import uvicorn
 
-    from edge.central.web.app import ConsoleConfig, create_app
+    from edge.central.web.app import create_app
+    from edge.central.web.console import ConsoleConfig
     from edge.publish import parse_host_port
 
     try:

@@ -10,8 +10,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from edge.central.web import data
-from edge.central.web.app import Console, guarded
 from edge.central.web.auth import Session
+from edge.central.web.console import Console, guarded
 
 log = logging.getLogger(__name__)
 

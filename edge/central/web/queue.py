@@ -18,8 +18,8 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from edge.central.web import data, mutes, photos
-from edge.central.web.app import Console, guarded
 from edge.central.web.auth import Session
+from edge.central.web.console import Console, guarded
 from edge.quality import QualityGate
 
 log = logging.getLogger(__name__)

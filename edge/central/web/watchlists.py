@@ -23,8 +23,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from edge.central.web import data, photos
-from edge.central.web.app import Console, guarded
 from edge.central.web.auth import Session
+from edge.central.web.console import Console, guarded
 from edge.errors import EdgeError
 
 log = logging.getLogger(__name__)
