@@ -134,6 +134,8 @@ class _Quantisation:
         if self.input_q is None:
             return rgb
         scale, zero = self.input_q
+        if scale == 1.0 and zero == -128 and self.dtype == np.int8 and rgb.dtype == np.uint8:
+            return (rgb ^ np.uint8(0x80)).view(np.int8)  # pixel - 128 in one pass (float maths costs ~10 ms at 1080p)
         info = np.iinfo(self.dtype)
         out: np.ndarray = np.clip(np.rint(rgb.astype(np.float32) / scale + zero), info.min, info.max).astype(self.dtype)
         return out

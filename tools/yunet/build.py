@@ -3,6 +3,7 @@
     python tools/build_yunet.py            # rebuild; refuses files whose sha256 differs from the manifest
     python tools/build_yunet.py --check    # verify the files present (no torch, no yuface needed)
     python tools/build_yunet.py --verify   # boxes, landmarks and scores against yuface.detect
+    python tools/build_yunet.py --speed    # detection time of both models, called in turn on the same frames
 
 Two models: ``yunet`` (float16 weights) and ``yunet-int8`` (full-integer: int8 weights per channel,
 int8 activations, int8 input and outputs, for integer CPUs and the Edge TPU op set), calibrated on
@@ -130,12 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="verify the file present against the manifest")
     parser.add_argument("--verify", action="store_true", help="compare with yuface.detect on photos and distant scenes")
+    parser.add_argument("--speed", action="store_true", help="time both models' detection side by side")
     parser.add_argument("--update-hashes", action="store_true", help="record a new hash (a deliberate model change)")
     parser.add_argument("--images", type=Path, nargs="*", help="--verify: images (default: development faces and scenes)")
     args = parser.parse_args(argv)
     manifest = json.loads(MANIFEST.read_text(encoding="utf-8"))
     if args.check:
         return 1 if check(manifest) else 0
+    if args.speed:
+        from tools.yunet.speed import speed
+
+        return speed(list(FILES))
     if args.verify:
         from tools.yunet import verify
 
