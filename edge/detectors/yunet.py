@@ -135,7 +135,7 @@ class _Quantisation:
             return rgb
         scale, zero = self.input_q
         if scale == 1.0 and zero == -128 and self.dtype == np.int8 and rgb.dtype == np.uint8:
-            return (rgb ^ np.uint8(0x80)).view(np.int8)  # pixel - 128 in one pass (float maths costs ~10 ms at 1080p)
+            return (rgb ^ np.uint8(0x80)).view(np.int8)  # pixel - 128 in one pass (float maths: ~17 ms at 1024x576)
         info = np.iinfo(self.dtype)
         out: np.ndarray = np.clip(np.rint(rgb.astype(np.float32) / scale + zero), info.min, info.max).astype(self.dtype)
         return out
