@@ -65,3 +65,10 @@ def test_the_build_check_verifies_both_yunet_files_without_torch_or_yuface() -> 
     out = subprocess.run(command, capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "ok       yunet: " in out.stdout and "ok       yunet-int8: " in out.stdout
+
+
+def test_the_int8_input_is_the_pixel_minus_128(int8: FaceAnalyser) -> None:
+    det = int8.detector
+    assert isinstance(det, YuNetDetector)
+    pixels = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    np.testing.assert_array_equal(det._io.pixels(pixels), pixels.astype(np.int16) - 128)
