@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.detectors.base import MAX_INPUT_SIZES, Detection, Reach, Region, nms_detections
 from edge.detectors.blazeface import BlazeFaceDetector
+from edge.errors import ModelError
 from edge.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,43 @@ def hard_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, top_k:
     return keep
 
 
+class _Quantisation:
+    """The model's input and output encoding: float32 as is, or integer (int8 YuNet) with a scale and zero point each."""
+
+    def __init__(self, dtype: np.dtype, input_q: tuple[float, int] | None, output_q: list[tuple[float, int] | None]) -> None:
+        self.dtype, self.input_q, self.output_q = dtype, input_q, output_q
+        self.zero_pixel = 0 if input_q is None else input_q[1]  # the integer that means pixel value 0
+
+    @classmethod
+    def of(cls, model: LoadedModel) -> _Quantisation:
+        interp = model.interpreter
+        inp = next(d for d in interp.get_input_details() if int(d["index"]) == model.input_index)
+        outs = {int(d["index"]): d for d in interp.get_output_details()}
+
+        def q(details: dict[str, Any]) -> tuple[float, int] | None:
+            if np.dtype(details["dtype"]).kind == "f":
+                return None
+            scale, zero = details["quantization"]
+            if not scale:
+                raise ModelError(f"{model.spec.name}: integer tensor {details['name']!r} has no quantisation parameters")
+            return float(scale), int(zero)
+
+        return cls(np.dtype(inp["dtype"]), q(inp), [q(outs[i]) for i in model.output_indices])
+
+    def pixels(self, rgb: np.ndarray) -> np.ndarray:
+        if self.input_q is None:
+            return rgb
+        scale, zero = self.input_q
+        if scale == 1.0 and zero == -128 and self.dtype == np.int8 and rgb.dtype == np.uint8:
+            return (rgb ^ np.uint8(0x80)).view(np.int8)  # pixel - 128 in one pass (float maths: ~17 ms at 1024x576)
+        info = np.iinfo(self.dtype)
+        out: np.ndarray = np.clip(np.rint(rgb.astype(np.float32) / scale + zero), info.min, info.max).astype(self.dtype)
+        return out
+
+    def maps(self, raw: list[np.ndarray]) -> list[np.ndarray]:
+        return [m if q is None else (m.astype(np.float32) - q[1]) * q[0] for m, q in zip(raw, self.output_q, strict=True)]
+
+
 class YuNetDetector:
     """YuNet: one pass at the scale ``min_face_px`` needs (plus region passes), decoded in numpy."""
 
@@ -138,6 +177,7 @@ class YuNetDetector:
             self.verify_score = verifier.score_threshold
         self.verify_score = None if self.verify_score is None else float(self.verify_score)
         self._models: dict[tuple[int, int], LoadedModel] = {(int(model.input_shape[1]), int(model.input_shape[2])): model}
+        self._io = _Quantisation.of(model)
 
     def detect(self, image: np.ndarray, regions: Sequence[Region] | None = None) -> list[Detection]:
         h, w = image.shape[:2]
@@ -193,9 +233,9 @@ class YuNetDetector:
         pad_w, pad_h = (nw, nh) if not border else (2 * nw, 2 * nh)
         in_w, in_h = max(m, -(-pad_w // m) * m), max(m, -(-pad_h // m) * m)
         ox, oy = ((in_w - nw) // 2, (in_h - nh) // 2) if border else (0, 0)
-        canvas = np.zeros((1, in_h, in_w, 3), dtype=np.float32)  # zero padding, as libfacedetection pads
-        canvas[0, oy : oy + nh, ox : ox + nw] = resized
-        maps = self._model(in_h, in_w).run(canvas)
+        canvas = np.full((1, in_h, in_w, 3), self._io.zero_pixel, dtype=self._io.dtype)  # zero padding, as libfacedetection pads
+        canvas[0, oy : oy + nh, ox : ox + nw] = self._io.pixels(resized)
+        maps = self._io.maps(self._model(in_h, in_w).run(canvas))
         boxes, points, scores = decode(self._by_stride(maps), threshold)
         if scores.size == 0:
             return []
