@@ -298,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tempfile.mkdtemp(prefix="central-load-"))
         try:
             out = central_load.main_central(args, work)
+        except Exception as exc:  # whatever went wrong: say so and exit non-zero, never silently
+            print(f"fleet_sim --central: the run failed, no report: {exc.__class__.__name__}: {exc} "
+                  f"(worker and broker logs: rerun with --keep DIR)", file=sys.stderr)  # fmt: skip
+            return 2
         finally:
             if args.keep:
                 shutil.copytree(work, args.keep, dirs_exist_ok=True)
