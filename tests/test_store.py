@@ -158,7 +158,10 @@ def test_retention_drops_whole_months_and_is_audited(db_url: str) -> None:
     put(store, old_hit)
     put(store, new_hit)
     store.review(old_hit["event_id"], "confirm", "officer 17")
-    assert store.drop_hits_before(now - timedelta(days=40), actor="retention-job") == 1
+    cutoff = now - timedelta(days=40)
+    preview = store.hits_before(cutoff)
+    assert sum(n for _name, n in preview) == 1 and len(store.hits()) == 2  # a preview changes nothing
+    assert store.drop_hits_before(cutoff, actor="retention-job") == preview
     assert [h.event_id for h in store.hits()] == [new_hit["event_id"]]
     assert store.counts()["reviews"] == 0
     entry = store.audit_log()[0]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select
+from sqlalchemy import Connection, Engine, and_, func, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,6 +34,18 @@ log = logging.getLogger(__name__)
 
 STALE_AFTER_S = 120.0  # a device silent this long is not online, whatever its last status said (heartbeat: 30 s)
 _PREFIX = re.compile(r"^[0-9a-fA-F-]{4,64}$")
+
+
+_HIT_COLUMNS = {
+    "event_id": "text", "first_seen": "timestamptz", "last_seen": "timestamptz", "device_id": "text", "camera": "text",
+    "entry_id": "text", "label": "text", "score": "float8", "threshold": "float8", "watchlist_name": "text",
+    "watchlist_version": "int8", "received_at": "timestamptz", "stored_at": "timestamptz", "payload": "text",
+}  # fmt: skip
+_PG_INSERT_HITS = text(
+    f"INSERT INTO hits ({', '.join(_HIT_COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(f'CAST(:{c} AS {ty}[])' for c, ty in _HIT_COLUMNS.items())}) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+)
 
 
 def now() -> datetime:
@@ -160,6 +172,11 @@ class Store:
                 "watchlist_version": d["watchlist"]["version"], "received_at": m.received_at, "stored_at": stamp,
                 "payload": json.dumps(d, sort_keys=True),
             })  # fmt: skip
+        if self.backend == "postgresql":
+            # One statement with one array per column: a fixed query text psycopg prepares once, instead
+            # of a multi-row VALUES with 14 parameters per row that it re-parses for every batch.
+            params = {col: [r[col] for r in rows] for col in _HIT_COLUMNS}
+            return {r[0] for r in c.execute(_PG_INSERT_HITS, params)}
         stmt = self._insert(t.hits).on_conflict_do_nothing().returning(t.hits.c.event_id)
         return {r[0] for r in c.execute(stmt, rows)}
 
@@ -336,20 +353,32 @@ class Store:
         doc: dict[str, Any] = json.loads(text_)
         return doc
 
-    def drop_hits_before(self, cutoff: datetime, actor: str) -> int:
+    def hits_before(self, cutoff: datetime) -> list[tuple[str, int]]:
+        """What ``drop_hits_before(cutoff)`` would remove, changing nothing: (partition, hits) on
+        PostgreSQL (``hits_other`` for stray rows), ``("hits", n)`` on SQLite."""
+        month = partitions.month_start(cutoff)
+        with self.engine.connect() as c:
+            if self.backend == "postgresql":
+                return partitions.before(c, month)
+            n = int(c.execute(select(func.count()).select_from(t.hits).where(t.hits.c.first_seen < month)).scalar_one())
+        return [("hits", n)] if n else []
+
+    def drop_hits_before(self, cutoff: datetime, actor: str) -> list[tuple[str, int]]:
         """Retention: remove hits first seen before the month of ``cutoff`` (whole months; on PostgreSQL
-        whole partitions are detached and dropped) with their reviews. Audited. Returns hits removed."""
+        whole partitions are detached and dropped) with their reviews. Audited. Returns what was
+        removed, as :meth:`hits_before` lists it."""
         month = partitions.month_start(cutoff)
         with self._tx() as c:
             if self.backend == "postgresql":
-                dropped, n = partitions.drop_before(c, month)
-                self._partitions -= set(dropped)
+                removed = partitions.drop_before(c, month)
+                self._partitions -= {name for name, _n in removed}
             else:
                 n = c.execute(t.hits.delete().where(t.hits.c.first_seen < month)).rowcount
-                dropped = []
+                removed = [("hits", int(n))] if n else []
             c.execute(t.reviews.delete().where(t.reviews.c.event_id.not_in(select(t.hits.c.event_id))))
-            self._audit(c, actor, "retention", f"hits before {month.date()}", f"{n} hits removed; partitions {dropped}")
-        return int(n)
+            total = sum(n for _name, n in removed)
+            self._audit(c, actor, "retention", f"hits before {month.date()}", f"{total} hits removed; {removed}")
+        return removed
 
     # ----------------------------------------------------------------- watchlists, fleet
 
