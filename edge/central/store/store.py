@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, text
+from sqlalchemy import Connection, Engine, and_, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -41,9 +41,9 @@ _HIT_COLUMNS = {
     "entry_id": "text", "label": "text", "score": "float8", "threshold": "float8", "watchlist_name": "text",
     "watchlist_version": "int8", "received_at": "timestamptz", "stored_at": "timestamptz", "payload": "text",
 }  # fmt: skip
-_PG_INSERT_HITS = text(
+_PG_INSERT_HITS = (
     f"INSERT INTO hits ({', '.join(_HIT_COLUMNS)}) "
-    f"SELECT * FROM unnest({', '.join(f'CAST(:{c} AS {ty}[])' for c, ty in _HIT_COLUMNS.items())}) "
+    f"SELECT * FROM unnest({', '.join(f'%({c})b::{ty}[]' for c, ty in _HIT_COLUMNS.items())}) "
     "ON CONFLICT DO NOTHING RETURNING event_id"
 )
 
@@ -174,9 +174,11 @@ class Store:
             })  # fmt: skip
         if self.backend == "postgresql":
             # One statement with one array per column: a fixed query text psycopg prepares once, instead
-            # of a multi-row VALUES with 14 parameters per row that it re-parses for every batch.
+            # of a multi-row VALUES with 14 parameters per row that it re-parses for every batch. The
+            # arrays go in binary (``%(x)b``): the text format escapes every quote of every JSON payload
+            # with a regex substitution, a fifth of a worker's CPU.
             params = {col: [r[col] for r in rows] for col in _HIT_COLUMNS}
-            return {r[0] for r in c.execute(_PG_INSERT_HITS, params)}
+            return {r[0] for r in c.exec_driver_sql(_PG_INSERT_HITS, params)}
         stmt = self._insert(t.hits).on_conflict_do_nothing().returning(t.hits.c.event_id)
         return {r[0] for r in c.execute(stmt, rows)}
 
