@@ -220,6 +220,52 @@ def _count(store: Any) -> int:
         return int(c.execute(select(func.count()).select_from(t.hits)).scalar_one())
 
 
+class CpuMeter:
+    """CPU seconds each role spends during the hit phase, from /proc/PID/stat (Linux): where the 2 cores go.
+    Sampled every half second and just before a process is stopped or killed; PostgreSQL counts the
+    backends serving the run's database (not the server's WAL writer or checkpointer)."""
+
+    def __init__(self) -> None:
+        self.role: dict[int, str] = {}
+        self.base: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+
+    @staticmethod
+    def cpu_s(pid: int) -> float | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    def watch(self, role: str, pid: int, *, from_now: bool = True) -> None:
+        """Count ``pid`` as ``role``; ``from_now``: only what it spends from here (not its start-up)."""
+        if pid in self.role:
+            return
+        self.role[pid] = role
+        self.base[pid] = (self.cpu_s(pid) or 0.0) if from_now else 0.0
+        self.last[pid] = self.base[pid]
+
+    def sample(self, pid: int | None = None) -> None:
+        for p in [pid] if pid is not None else list(self.role):
+            v = self.cpu_s(p)
+            if v is not None:
+                self.last[p] = v
+
+    def totals(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, role in self.role.items():
+            out[role] = out.get(role, 0.0) + self.last[pid] - self.base[pid]
+        return {k: round(v, 1) for k, v in sorted(out.items())}
+
+
+def _pg_backends(store: Any) -> list[int]:
+    from sqlalchemy import text
+
+    with store.engine.connect() as c:
+        return list(c.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars())
+
+
 def run(args: argparse.Namespace, work: Path, db: str) -> dict[str, Any]:
     from edge.central.store import Store
 
@@ -235,6 +281,8 @@ def run(args: argparse.Namespace, work: Path, db: str) -> dict[str, Any]:
     events: list[str] = []
     expected = args.devices * args.hits_per_device
     drain_from: float | None = None
+    cpu = CpuMeter()
+    cpu.watch("orchestrator (this process)", os.getpid())
     try:
         pubs.start()
         _wait_workers(store, broker.port, args.ingest_workers, timeout=120)
@@ -243,6 +291,11 @@ def run(args: argparse.Namespace, work: Path, db: str) -> dict[str, Any]:
         if args.backlog:  # the workers stay connected (their sessions subscribed) but take nothing until SIGCONT
             for w in workers:
                 w.send_signal(signal.SIGSTOP)
+        for w in workers:
+            cpu.watch("ingest workers", w.pid)
+        for p in pubs.procs:
+            cpu.watch("simulated devices (publishers)", p.pid)
+        cpu.watch("broker (mosquitto)", broker.pid)
         t0 = time.monotonic()
         pubs.go.set()
         kill_at, restart_broker_at = expected // 3, (2 * expected) // 3
@@ -258,33 +311,44 @@ def run(args: argparse.Namespace, work: Path, db: str) -> dict[str, Any]:
                 break
             pubs.poll(wait=0.5)
             n = _count(store)
+            if store.backend == "postgresql":
+                for pid in _pg_backends(store):
+                    cpu.watch("postgresql backends", pid, from_now=False)
+            cpu.sample()
             if args.backlog and drain_from is None and pubs.all_sent:
                 drain_from = time.time()
                 events.append(f"{time.monotonic() - t0:.1f}s: {expected} hits queued at the broker; workers resumed (SIGCONT)")
                 for w in workers:
                     w.send_signal(signal.SIGCONT)
             if not killed and args.kill_worker and n >= kill_at:
+                cpu.sample(workers[0].pid)
                 workers[0].send_signal(signal.SIGKILL)
                 workers[0].wait()
                 events.append(f"{time.monotonic() - t0:.1f}s: SIGKILLed ingest-0 at {n} stored")
                 time.sleep(2.0)
                 workers[0] = start_worker(0, db, broker.port, work)
+                cpu.watch("ingest workers", workers[0].pid, from_now=False)  # its start-up is part of the fault's cost
                 events.append(f"{time.monotonic() - t0:.1f}s: restarted ingest-0")
                 killed = True
             if not broker_restarted and args.restart_broker and n >= restart_broker_at:
+                cpu.sample(broker.pid)
                 broker.stop()
                 events.append(f"{time.monotonic() - t0:.1f}s: broker stopped at {n} stored")
                 time.sleep(1.0)
                 broker.start()
+                cpu.watch("broker (mosquitto)", broker.pid, from_now=False)
                 events.append(f"{time.monotonic() - t0:.1f}s: broker restarted")
                 broker_restarted = True
             for k, w in enumerate(workers):
                 if w.poll() is not None:  # as systemd's Restart= would (a worker started while the broker was down exits)
                     events.append(f"{time.monotonic() - t0:.1f}s: ingest-{k} exited ({w.returncode}), started again")
                     workers[k] = start_worker(k, db, broker.port, work)
+                    cpu.watch("ingest workers", workers[k].pid, from_now=False)
             if n >= expected:
                 pubs.done.set()  # stop re-sending: the central side holds every hit
         pubs.done.set()
+        hit_phase_s = time.monotonic() - t0
+        cpu.sample()
     finally:
         for w in workers:
             w.send_signal(signal.SIGCONT)
@@ -297,6 +361,9 @@ def run(args: argparse.Namespace, work: Path, db: str) -> dict[str, Any]:
         pubs.stop()
         broker.stop()
     out = _report(args, store, pubs, drain_from)
+    totals = cpu.totals()
+    out["cpu_seconds"] = {"hit_phase_wall_s": round(hit_phase_s, 1), **totals, "all": round(sum(totals.values()), 1),
+                          "available (wall x cores)": round(hit_phase_s * (os.cpu_count() or 1), 1)}  # fmt: skip
     store.close()
     out.update(events=events, load_average_before=[round(x, 2) for x in load_before],
                load_average_after=[round(x, 2) for x in os.getloadavg()], cpus=os.cpu_count())  # fmt: skip
