@@ -91,8 +91,8 @@ def _retention(store: Store, args: argparse.Namespace) -> int:
         removed = store.drop_hits_before(first_kept, actor=args.by or getpass.getuser())
     verb = "would remove" if args.dry_run else "removed"
     for name, n in removed:
-        how = "stray rows deleted from" if name == "hits_other" or store.backend == "sqlite" else "detached and dropped"
-        print(f"{'(dry run) ' if args.dry_run else ''}{where} {name}: {n} hits {how}")
+        how = "deleted" if name == "hits_other" or store.backend == "sqlite" else "detached and dropped"
+        print(f"(dry run) {where} {name}: {n} hits would be {how}" if args.dry_run else f"{where} {name}: {n} hits {how}")
     total = sum(n for _name, n in removed)
     print(f"{verb} {total} hits first seen before {first_kept:%Y-%m-%d} (with their reviews)"
           + ("; nothing changed (--dry-run)" if args.dry_run else ""))  # fmt: skip
