@@ -7,6 +7,8 @@ with "No matching subscribers" is retried, as the device Publisher does), which 
 outbox's guarantee without one SQLite file per simulated device. The ingest workers are real
 ``edge alerts --headless`` processes sharing ``$share/edge-ingest/...``. Mid-stream one worker is
 SIGKILLed and restarted, and the broker is restarted once. Every hit sent must be stored exactly once.
+``--backlog`` measures capacity instead: the workers are paused while every hit queues at the broker,
+then drain it (no faults). The report gives the CPU each role used (see docs/central.md, Figures).
 """
 
 from __future__ import annotations

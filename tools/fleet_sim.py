@@ -4,6 +4,7 @@
 python tools/fleet_sim.py --devices 200 --hits-per-device 50 --rate 2 --watchlist-entries 100000 --json out.json
 python tools/fleet_sim.py --quick --json out.json        # reduced scale, well under a minute
 python tools/fleet_sim.py --central --devices 2000 --hits-per-device 30 --rate 0.6 --ingest-workers 4 --backend postgresql
+python tools/fleet_sim.py --central --devices 2000 --hits-per-device 10 --rate 5 --workers 2 --backlog  # drain capacity
 python tools/fleet_sim.py --central --quick               # the central side: see tools/central_load.py
 
 1. Fan-out: a signed watchlist of random unit embeddings is published (``edge watchlist publish``,

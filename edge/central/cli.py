@@ -78,6 +78,13 @@ def _export(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in this environment (a container without a passwd entry)
+        return "unknown"
+
+
 def _retention(store: Store, args: argparse.Namespace) -> int:
     first_kept: datetime = args.drop_before
     this_month = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -85,10 +92,8 @@ def _retention(store: Store, args: argparse.Namespace) -> int:
         raise EdgeError(f"--drop-before {first_kept:%Y-%m} would drop the current month {this_month:%Y-%m}, which is still "
                         f"receiving hits: give {this_month:%Y-%m} or earlier")  # fmt: skip
     where = "partition" if store.backend == "postgresql" else "table"
-    if args.dry_run:
-        removed = store.hits_before(first_kept)
-    else:
-        removed = store.drop_hits_before(first_kept, actor=args.by or getpass.getuser())
+    actor = args.by or _login()
+    removed = store.hits_before(first_kept) if args.dry_run else store.drop_hits_before(first_kept, actor=actor)
     verb = "would remove" if args.dry_run else "removed"
     for name, n in removed:
         how = "deleted" if name == "hits_other" or store.backend == "sqlite" else "detached and dropped"
