@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,10 +157,10 @@ class _Publishers:
     process that has put a large list on a multiprocessing queue cannot exit until it is read (the
     old loop waited for them to exit first, hung until its timeout and was killed with no report)."""
 
-    def __init__(self, ctx: Any, shares: list[list[str]], cfg: dict[str, Any]) -> None:
+    def __init__(self, ctx: Any, shares: list[list[str]], cfg: dict[str, Any], target: Callable[..., None] | None = None) -> None:
         self.go, self.done, self.results = ctx.Event(), ctx.Event(), ctx.Queue()
-        self.procs = [ctx.Process(target=publisher_process, args=(w, share, cfg, self.go, self.done, self.results), daemon=True)
-                      for w, share in enumerate(shares)]  # fmt: skip
+        self.procs = [ctx.Process(target=target or publisher_process, args=(w, share, cfg, self.go, self.done, self.results),
+                                  daemon=True) for w, share in enumerate(shares)]  # fmt: skip
         self.ready: set[int] = set()
         self.generated: dict[int, float] = {}
         self.sent: dict[int, tuple[list[str], float, int]] = {}
