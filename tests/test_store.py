@@ -246,3 +246,24 @@ def test_a_stored_hit_reads_back_as_sent(db_url: str, device: str, entry: str, f
 
 def test_event_ids_are_uuids() -> None:
     assert isinstance(uuid.UUID(hit()["event_id"]), uuid.UUID)
+
+
+def test_without_the_connection_test_a_dropped_connection_fails_one_batch_and_the_retry_is_stored() -> None:
+    """Ingest workers open the store with ``ping=False``: a batch on a connection the server dropped
+    fails (the worker keeps it unacknowledged and retries), the retry gets a new connection."""
+    import psycopg
+
+    from tests.central_db import PG_ADMIN, pg_database
+
+    with pg_database() as url:
+        store = Store(url, ping=False)
+        first, second = hit(), hit()
+        assert put(store, first) == "hit"
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (url.rsplit("/", 1)[1],))
+        batch = [parse(topic(second), encode(second))]
+        with pytest.raises(StoreError, match="could not store a batch of 1"):
+            store.write(batch)
+        assert [r.kind for r in store.write(batch)] == ["hit"]
+        assert store.counts()["hits"] == 2
+        store.close()

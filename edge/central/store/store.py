@@ -67,13 +67,14 @@ class Store:
     """Hits, reviews, device status, acks, audit heads, published watchlists and the central audit log.
 
     ``db`` is a SQLite file path (created with its schema if absent), ``:memory:``, or a
-    ``postgresql://`` URL. ``must_exist`` refuses a SQLite file that does not exist yet.
+    ``postgresql://`` URL. ``must_exist`` refuses a SQLite file that does not exist yet. ``ping=False``
+    skips the per-checkout connection test (ingest workers, which retry a failed batch themselves).
     Safe to share between threads; several processes may open one database.
     """
 
-    def __init__(self, db: str | Path, *, must_exist: bool = False) -> None:
+    def __init__(self, db: str | Path, *, must_exist: bool = False, ping: bool = True) -> None:
         url = database_url(db, must_exist=must_exist)
-        self.engine: Engine = open_engine(url)
+        self.engine: Engine = open_engine(url, ping=ping)
         self.backend: str = self.engine.dialect.name
         logging.getLogger("alembic").setLevel(logging.WARNING)
         migrate(self.engine)
