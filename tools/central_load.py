@@ -36,6 +36,7 @@ from tools.mosquitto import Broker
 ROOT = Path(__file__).resolve().parent.parent
 NO_MATCHING_SUBSCRIBERS = 0x10
 RESEND_AFTER_S = 15.0
+STALL_S = 60.0  # once every hit is acknowledged to a subscriber, this long without a new row ends the run
 BROKER_CONF = "max_queued_messages 1000000\nmax_inflight_messages 1000\nmessage_size_limit 2097152\n"
 
 
@@ -177,25 +178,27 @@ class _Publishers:
                 msg = self.results.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            if msg[0] == "ready":
-                self.ready.add(msg[1])
-            elif msg[0] == "generated":
-                self.generated[msg[1]] = msg[2]
-            elif msg[0] == "sent":
-                self.sent[msg[1]] = (msg[2], msg[3], msg[4])
+            self._handle(msg)
             if time.monotonic() >= deadline:
                 break
         for k, p in enumerate(self.procs):
             if k not in self.sent and p.exitcode is not None:
-                self.poll_once_more(k, p)
+                self._last_words(k, p)
 
-    def poll_once_more(self, k: int, p: Any) -> None:
-        try:  # its last message may still be in the pipe
-            while (msg := self.results.get(timeout=1.0)) is not None:
-                if msg[0] == "sent":
-                    self.sent[msg[1]] = (msg[2], msg[3], msg[4])
-                if k in self.sent:
-                    return
+    def _handle(self, msg: tuple[Any, ...]) -> None:
+        if msg[0] == "ready":
+            self.ready.add(msg[1])
+        elif msg[0] == "generated":
+            self.generated[msg[1]] = msg[2]
+        elif msg[0] == "sent":
+            self.sent[msg[1]] = (msg[2], msg[3], msg[4])
+
+    def _last_words(self, k: int, p: Any) -> None:
+        """Publisher ``k`` has exited: its report may still be in the pipe; if not, it died."""
+        try:
+            while k not in self.sent:
+                self._handle(self.results.get(timeout=1.0))
+            return
         except queue.Empty:
             pass
         how = f"was killed by signal {-p.exitcode}" if p.exitcode < 0 else f"exited with code {p.exitcode}"
@@ -303,7 +306,12 @@ def run(args: argparse.Namespace, work: Path, db: str) -> dict[str, Any]:
         pubs.go.set()
         kill_at, restart_broker_at = expected // 3, (2 * expected) // 3
         killed = broker_restarted = False
+        progress = (0, time.monotonic())  # (stored, when that count was first seen)
         while not pubs.all_sent or _count(store) < expected:
+            if pubs.all_sent and time.monotonic() - progress[1] > STALL_S:
+                # Every hit was acknowledged to a subscriber and nothing more arrives: what is missing is lost.
+                events.append(f"{time.monotonic() - t0:.1f}s: nothing stored for {STALL_S:.0f} s, {progress[0]} of {expected}")
+                break
             if time.monotonic() - t0 > args.timeout * 2:
                 events.append(f"{time.monotonic() - t0:.1f}s: run timed out with {_count(store)} of {expected} stored")
                 pubs.done.set()
@@ -314,6 +322,8 @@ def run(args: argparse.Namespace, work: Path, db: str) -> dict[str, Any]:
                 break
             pubs.poll(wait=0.5)
             n = _count(store)
+            if n > progress[0]:
+                progress = (n, time.monotonic())
             if store.backend == "postgresql":
                 for pid in _pg_backends(store):
                     cpu.watch("postgresql backends", pid, from_now=False)
@@ -323,6 +333,7 @@ def run(args: argparse.Namespace, work: Path, db: str) -> dict[str, Any]:
                 events.append(f"{time.monotonic() - t0:.1f}s: {expected} hits queued at the broker; workers resumed (SIGCONT)")
                 for w in workers:
                     w.send_signal(signal.SIGCONT)
+                progress = (n, time.monotonic())
             if not killed and args.kill_worker and n >= kill_at:
                 cpu.sample(workers[0].pid)
                 workers[0].send_signal(signal.SIGKILL)
