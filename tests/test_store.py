@@ -158,7 +158,10 @@ def test_retention_drops_whole_months_and_is_audited(db_url: str) -> None:
     put(store, old_hit)
     put(store, new_hit)
     store.review(old_hit["event_id"], "confirm", "officer 17")
-    assert store.drop_hits_before(now - timedelta(days=40), actor="retention-job") == 1
+    cutoff = now - timedelta(days=40)
+    preview = store.hits_before(cutoff)
+    assert sum(n for _name, n in preview) == 1 and len(store.hits()) == 2  # a preview changes nothing
+    assert store.drop_hits_before(cutoff, actor="retention-job") == preview
     assert [h.event_id for h in store.hits()] == [new_hit["event_id"]]
     assert store.counts()["reviews"] == 0
     entry = store.audit_log()[0]
@@ -243,3 +246,24 @@ def test_a_stored_hit_reads_back_as_sent(db_url: str, device: str, entry: str, f
 
 def test_event_ids_are_uuids() -> None:
     assert isinstance(uuid.UUID(hit()["event_id"]), uuid.UUID)
+
+
+def test_without_the_connection_test_a_dropped_connection_fails_one_batch_and_the_retry_is_stored() -> None:
+    """Ingest workers open the store with ``ping=False``: a batch on a connection the server dropped
+    fails (the worker keeps it unacknowledged and retries), the retry gets a new connection."""
+    import psycopg
+
+    from tests.central_db import PG_ADMIN, pg_database
+
+    with pg_database() as url:
+        store = Store(url, ping=False)
+        first, second = hit(), hit()
+        assert put(store, first) == "hit"
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (url.rsplit("/", 1)[1],))
+        batch = [parse(topic(second), encode(second))]
+        with pytest.raises(StoreError, match="could not store a batch of 1"):
+            store.write(batch)
+        assert [r.kind for r in store.write(batch)] == ["hit"]
+        assert store.counts()["hits"] == 2
+        store.close()

@@ -4,6 +4,7 @@
 python tools/fleet_sim.py --devices 200 --hits-per-device 50 --rate 2 --watchlist-entries 100000 --json out.json
 python tools/fleet_sim.py --quick --json out.json        # reduced scale, well under a minute
 python tools/fleet_sim.py --central --devices 2000 --hits-per-device 30 --rate 0.6 --ingest-workers 4 --backend postgresql
+python tools/fleet_sim.py --central --devices 2000 --hits-per-device 10 --rate 5 --workers 2 --backlog  # drain capacity
 python tools/fleet_sim.py --central --quick               # the central side: see tools/central_load.py
 
 1. Fan-out: a signed watchlist of random unit embeddings is published (``edge watchlist publish``,
@@ -298,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tempfile.mkdtemp(prefix="central-load-"))
         try:
             out = central_load.main_central(args, work)
+        except Exception as exc:  # whatever went wrong: say so and exit non-zero, never silently
+            print(f"fleet_sim --central: the run failed, no report: {exc.__class__.__name__}: {exc} "
+                  f"(worker and broker logs: rerun with --keep DIR)", file=sys.stderr)  # fmt: skip
+            return 2
         finally:
             if args.keep:
                 shutil.copytree(work, args.keep, dirs_exist_ok=True)

@@ -93,6 +93,12 @@ class Broker:
         self.stop()
         self.start()
 
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError("the broker is not running")
+        return self.proc.pid
+
     def rss_mb(self) -> float | None:
         """Resident memory of the broker process (Linux /proc), or None when it is not running."""
         if self.proc is None:

@@ -1,13 +1,16 @@
-"""``edge alerts`` command line: ingest (headless or with a live console), export, review."""
+"""``edge alerts`` command line: ingest (headless or with a live console), export, review, retention."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
+import re
 import signal
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,16 @@ def _positive(value: str) -> float:
     if not f > 0:
         raise argparse.ArgumentTypeError(f"{value} is not a positive number of seconds")
     return f
+
+
+def _month(value: str) -> datetime:
+    """``YYYY-MM``: the first month kept by retention."""
+    if not re.fullmatch(r"\d{4}-\d{2}", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a month: give YYYY-MM (whole months are dropped)")
+    try:
+        return datetime(int(value[:4]), int(value[5:]), 1, tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a month: give YYYY-MM with a month 01-12") from None
 
 
 def _readable(path: Path | None, what: str) -> None:
@@ -65,14 +78,51 @@ def _export(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in this environment (a container without a passwd entry)
+        return "unknown"
+
+
+def _retention(store: Store, args: argparse.Namespace) -> int:
+    first_kept: datetime = args.drop_before
+    this_month = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if first_kept > this_month:
+        raise EdgeError(f"--drop-before {first_kept:%Y-%m} would drop the current month {this_month:%Y-%m}, which is still "
+                        f"receiving hits: give {this_month:%Y-%m} or earlier")  # fmt: skip
+    where = "partition" if store.backend == "postgresql" else "table"
+    actor = args.by or _login()
+    removed = store.hits_before(first_kept) if args.dry_run else store.drop_hits_before(first_kept, actor=actor)
+    verb = "would remove" if args.dry_run else "removed"
+    for name, n in removed:
+        how = "deleted" if name == "hits_other" or store.backend == "sqlite" else "detached and dropped"
+        print(f"(dry run) {where} {name}: {n} hits would be {how}" if args.dry_run else f"{where} {name}: {n} hits {how}")
+    total = sum(n for _name, n in removed)
+    print(f"{verb} {total} hits first seen before {first_kept:%Y-%m-%d} (with their reviews)"
+          + ("; nothing changed (--dry-run)" if args.dry_run else ""))  # fmt: skip
+    return 0
+
+
 def cmd_alerts(args: argparse.Namespace) -> int:
-    if args.review and args.export:
-        raise EdgeError("--review and --export are separate runs: give one of them")
+    modes = [f for f, on in (("--review", args.review), ("--export", args.export), ("--drop-before", args.drop_before)) if on]
+    if len(modes) > 1:
+        raise EdgeError(f"{' and '.join(modes)} are separate runs: give one of them")
+    if args.dry_run and not args.drop_before:
+        raise EdgeError("--dry-run goes with --drop-before")
+    if args.drop_before:
+        store = Store(args.db, must_exist=True)
+        try:
+            return _retention(store, args)
+        finally:
+            store.close()
     if not (args.review or args.export or args.broker):
         raise EdgeError("--broker HOST:PORT is needed to receive alerts (or use --export / --review)")
     for path, what in ((args.ca, "--ca"), (args.cert, "--cert"), (args.key, "--key"), (args.password_file, "--password-file")):
         _readable(path, what)
-    store = Store(args.db, must_exist=bool(args.review or args.export))
+    # A headless worker retries a batch that fails on a dropped connection (unacknowledged, so nothing
+    # is lost): it skips the connection test that costs a round trip per batch.
+    store = Store(args.db, must_exist=bool(args.review or args.export), ping=not (args.headless and args.broker))
     try:
         if args.review:
             return _review(store, args)
@@ -148,7 +198,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--reject", action="store_true", help="with --review: the hit is a false match")
     p.add_argument("--not-this-person", action="store_true", help="with --review: a real face, but not the listed person")
     p.add_argument("--escalate", action="store_true", help="with --review: pass the hit to a senior reviewer")
-    p.add_argument("--by", help="with --review: the reviewer's name")
+    p.add_argument(
+        "--drop-before", type=_month, metavar="YYYY-MM",
+        help="retention: remove every hit first seen before this month, with its reviews (PostgreSQL: whole monthly "
+             "partitions detached and dropped; SQLite: rows deleted); audited, then exit",
+    )  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="with --drop-before: list what would go, change nothing")
+    p.add_argument("--by", help="with --review: the reviewer's name; with --drop-before: who ran it (default: login name)")
     p.add_argument("--reason", help="with --review: the reason (for a change of decision especially)")
     p.add_argument("--note", help="with --review: a note")
     p.set_defaults(func=cmd_alerts)

@@ -64,14 +64,16 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def open_engine(url: URL) -> Engine:
+def open_engine(url: URL, *, ping: bool = True) -> Engine:
+    """``ping``: test each pooled PostgreSQL connection before use (a round trip per checkout). Ingest
+    workers turn it off: a batch that fails on a dead connection is retried unacknowledged anyway."""
     if url.get_backend_name() == "sqlite":
         memory = not url.database
         kwargs: dict[str, Any] = {"poolclass": StaticPool} if memory else {}
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
         _sqlite_setup(engine)
     else:
-        engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        engine = create_engine(url, pool_pre_ping=ping, connect_args={"connect_timeout": 10})
     return engine
 
 

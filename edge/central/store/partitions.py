@@ -74,21 +74,29 @@ def ensure(conn: Connection, month: datetime) -> bool:
     return True
 
 
-def drop_before(conn: Connection, cutoff: datetime) -> tuple[list[str], int]:
-    """Detach and drop every monthly partition wholly before ``cutoff`` (a month start); also purge
-    ``hits_other`` rows before it. Returns the dropped partitions and the number of hits they held."""
-    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
-    dropped: list[str] = []
-    count = 0
+def before(conn: Connection, cutoff: datetime) -> list[tuple[str, int]]:
+    """What retention at ``cutoff`` (a month start) removes: each monthly partition wholly before it with
+    its hit count, then ``hits_other`` with the count of its rows before it (when there are any)."""
+    out: list[tuple[str, int]] = []
     for name in sorted(existing(conn)):
         m = _NAME.match(name)
-        if not m:
-            continue
-        month = datetime(int(m.group(1)), int(m.group(2)), 1, tzinfo=UTC)
-        if add_months(month, 1) <= cutoff:
-            count += conn.execute(text(f"SELECT count(*) FROM {name}")).scalar_one()
+        if m and add_months(datetime(int(m.group(1)), int(m.group(2)), 1, tzinfo=UTC), 1) <= cutoff:
+            out.append((name, conn.execute(text(f"SELECT count(*) FROM {name}")).scalar_one()))
+    stray = conn.execute(text("SELECT count(*) FROM hits_other WHERE first_seen < :c"), {"c": cutoff}).scalar_one()
+    if stray:
+        out.append(("hits_other", stray))
+    return out
+
+
+def drop_before(conn: Connection, cutoff: datetime) -> list[tuple[str, int]]:
+    """Detach and drop every monthly partition wholly before ``cutoff`` (a month start); also purge
+    ``hits_other`` rows before it. Returns what was removed, as :func:`before` lists it."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+    removed = before(conn, cutoff)
+    for name, _n in removed:
+        if name != "hits_other":
             conn.execute(text(f"ALTER TABLE hits DETACH PARTITION {name}"))
             conn.execute(text(f"DROP TABLE {name}"))
-            dropped.append(name)
-    count += conn.execute(text("DELETE FROM hits_other WHERE first_seen < :c"), {"c": cutoff}).rowcount
-    return dropped, count
+            log.info("retention: dropped partition %s", name)
+    conn.execute(text("DELETE FROM hits_other WHERE first_seen < :c"), {"c": cutoff})
+    return removed

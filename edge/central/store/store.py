@@ -36,6 +36,18 @@ STALE_AFTER_S = 120.0  # a device silent this long is not online, whatever its l
 _PREFIX = re.compile(r"^[0-9a-fA-F-]{4,64}$")
 
 
+_HIT_COLUMNS = {
+    "event_id": "text", "first_seen": "timestamptz", "last_seen": "timestamptz", "device_id": "text", "camera": "text",
+    "entry_id": "text", "label": "text", "score": "float8", "threshold": "float8", "watchlist_name": "text",
+    "watchlist_version": "int8", "received_at": "timestamptz", "stored_at": "timestamptz", "payload": "text",
+}  # fmt: skip
+_PG_INSERT_HITS = (
+    f"INSERT INTO hits ({', '.join(_HIT_COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(f'%({c})b::{ty}[]' for c, ty in _HIT_COLUMNS.items())}) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+)
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -55,13 +67,14 @@ class Store:
     """Hits, reviews, device status, acks, audit heads, published watchlists and the central audit log.
 
     ``db`` is a SQLite file path (created with its schema if absent), ``:memory:``, or a
-    ``postgresql://`` URL. ``must_exist`` refuses a SQLite file that does not exist yet.
+    ``postgresql://`` URL. ``must_exist`` refuses a SQLite file that does not exist yet. ``ping=False``
+    skips the per-checkout connection test (ingest workers, which retry a failed batch themselves).
     Safe to share between threads; several processes may open one database.
     """
 
-    def __init__(self, db: str | Path, *, must_exist: bool = False) -> None:
+    def __init__(self, db: str | Path, *, must_exist: bool = False, ping: bool = True) -> None:
         url = database_url(db, must_exist=must_exist)
-        self.engine: Engine = open_engine(url)
+        self.engine: Engine = open_engine(url, ping=ping)
         self.backend: str = self.engine.dialect.name
         logging.getLogger("alembic").setLevel(logging.WARNING)
         migrate(self.engine)
@@ -160,6 +173,13 @@ class Store:
                 "watchlist_version": d["watchlist"]["version"], "received_at": m.received_at, "stored_at": stamp,
                 "payload": json.dumps(d, sort_keys=True),
             })  # fmt: skip
+        if self.backend == "postgresql":
+            # One statement with one array per column: a fixed query text psycopg prepares once, instead
+            # of a multi-row VALUES with 14 parameters per row that it re-parses for every batch. The
+            # arrays go in binary (``%(x)b``): the text format escapes every quote of every JSON payload
+            # with a regex substitution, a fifth of a worker's CPU.
+            params = {col: [r[col] for r in rows] for col in _HIT_COLUMNS}
+            return {r[0] for r in c.exec_driver_sql(_PG_INSERT_HITS, params)}
         stmt = self._insert(t.hits).on_conflict_do_nothing().returning(t.hits.c.event_id)
         return {r[0] for r in c.execute(stmt, rows)}
 
@@ -336,20 +356,32 @@ class Store:
         doc: dict[str, Any] = json.loads(text_)
         return doc
 
-    def drop_hits_before(self, cutoff: datetime, actor: str) -> int:
+    def hits_before(self, cutoff: datetime) -> list[tuple[str, int]]:
+        """What ``drop_hits_before(cutoff)`` would remove, changing nothing: (partition, hits) on
+        PostgreSQL (``hits_other`` for stray rows), ``("hits", n)`` on SQLite."""
+        month = partitions.month_start(cutoff)
+        with self.engine.connect() as c:
+            if self.backend == "postgresql":
+                return partitions.before(c, month)
+            n = int(c.execute(select(func.count()).select_from(t.hits).where(t.hits.c.first_seen < month)).scalar_one())
+        return [("hits", n)] if n else []
+
+    def drop_hits_before(self, cutoff: datetime, actor: str) -> list[tuple[str, int]]:
         """Retention: remove hits first seen before the month of ``cutoff`` (whole months; on PostgreSQL
-        whole partitions are detached and dropped) with their reviews. Audited. Returns hits removed."""
+        whole partitions are detached and dropped) with their reviews. Audited. Returns what was
+        removed, as :meth:`hits_before` lists it."""
         month = partitions.month_start(cutoff)
         with self._tx() as c:
             if self.backend == "postgresql":
-                dropped, n = partitions.drop_before(c, month)
-                self._partitions -= set(dropped)
+                removed = partitions.drop_before(c, month)
+                self._partitions -= {name for name, _n in removed}
             else:
                 n = c.execute(t.hits.delete().where(t.hits.c.first_seen < month)).rowcount
-                dropped = []
+                removed = [("hits", int(n))] if n else []
             c.execute(t.reviews.delete().where(t.reviews.c.event_id.not_in(select(t.hits.c.event_id))))
-            self._audit(c, actor, "retention", f"hits before {month.date()}", f"{n} hits removed; partitions {dropped}")
-        return int(n)
+            total = sum(n for _name, n in removed)
+            self._audit(c, actor, "retention", f"hits before {month.date()}", f"{total} hits removed; {removed}")
+        return removed
 
     # ----------------------------------------------------------------- watchlists, fleet
 
