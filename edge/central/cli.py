@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge.central.report import HeadlessReport
 from edge.central.store import DECISIONS, STATE_OF, Store
 from edge.errors import EdgeError
 
@@ -138,19 +139,18 @@ def _ingest(store: Store, args: argparse.Namespace) -> int:
     from edge.publish import broker_options
 
     opts = broker_options(args, key=args.key, client_id=args.client_id)
-
-    def on_result(topic: str, result: Any) -> None:
-        if args.headless and result.kind in ("hit", "ack", "rejected", "audit"):
-            print(f"{result.kind:<9} {topic} {result.detail}", flush=True)
-
-    worker = IngestWorker(store, opts, group=args.group or None, batch_size=args.batch, on_result=on_result)
+    report = HeadlessReport(every_s=args.report_every, each=args.each) if args.headless else None
+    worker = IngestWorker(
+        store, opts, group=args.group or None, batch_size=args.batch, on_result=report.record if report else None
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     worker.connect()
     deadline = time.monotonic() + args.duration if args.duration else None
-    if args.headless:
-        worker.run(stop, deadline)
+    if report is not None:
+        worker.run(stop, deadline, tick=report.tick)
+        report.flush()
     else:
         from rich.live import Live
 
@@ -189,6 +189,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=500, help="messages committed per transaction at most (default 500)")
     p.add_argument("--headless", action="store_true", help="ingest without the live console (services, checks)")
     p.add_argument("--duration", type=_positive, help="stop after this many seconds")
+    p.add_argument("--report-every", type=_positive, default=60.0, help="headless: seconds between summary lines (default 60)")
+    p.add_argument("--each", action="store_true", help="headless: also one line per stored message (small sites, debugging)")
     p.add_argument("--export", choices=["csv", "json"], help="write the stored hits with their review history and exit")
     p.add_argument("--out", type=Path, help="file for --export (default stdout)")
     p.add_argument(
