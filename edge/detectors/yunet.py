@@ -29,6 +29,7 @@ from edge.runtime import LoadedModel
 log = logging.getLogger(__name__)
 
 STRIDES = (8, 16, 32)
+REFINE_CONTEXT = 2  # second-look crop side, in face widths (a fixed input, so one interpreter serves every face)
 # Landmark order (subject's right eye appears on the image's left), as ArcFace's 5-point template.
 RIGHT_EYE, LEFT_EYE, NOSE, RIGHT_MOUTH, LEFT_MOUTH = range(5)
 
@@ -58,6 +59,15 @@ class YuNetSettings(BaseModel):
         description="Confirming detector's score a face needs; empty = the yunet manifest entry's verify_score.",
     )
     verify_face_px: float = Field(48.0, ge=16, le=128, description="Face width (input pixels) at which faces are confirmed.")
+    refine_face_px: float | None = Field(
+        96.0,
+        ge=32,
+        le=192,
+        description="Faces narrower than this (frame pixels) are looked at again on a crop around them, enlarged so "
+        "they are this wide at the input: their box, landmarks and score come from that second look (30-60 px faces' "
+        "landmarks are a few pixels off at the first pass's scale, which costs the aligner), and a face YuNet no "
+        "longer finds there is dropped; empty = no second look.",
+    )
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -131,6 +141,7 @@ class YuNetDetector:
         self.reach = Reach.of(extra, self.full_frame_px, min_face_px)
         self.verifier = verifier
         self.verify_face_px = settings.verify_face_px
+        self.refine_face_px = settings.refine_face_px
         # The bar: configured, else the manifest's (measured for this pairing), else the verifier's own threshold.
         listed = extra.get("verify_score")
         self.verify_score = settings.verify_score if settings.verify_score is not None else listed
@@ -151,11 +162,42 @@ class YuNetDetector:
                 faces = nms_detections(faces, self.nms_iou)
         else:
             faces = self._run(image, (0, 0, w, h), max(full, fine or 0.0), self.score_threshold)
-        faces = self._confirmed(image, faces)
+        faces = self._confirmed(image, self._refined(image, faces))
         if not faces and self.close_face_retry:
             # A face filling the frame is larger than most training faces: try it smaller, with a border.
             faces = self._confirmed(image, self._run(image, (0, 0, w, h), full / 2, self.retry_score_threshold, border=True))
         return faces
+
+    def _refined(self, image: np.ndarray, faces: list[Detection]) -> list[Detection]:
+        """Small faces as a second, closer look sees them; faces not found again are dropped.
+
+        At the first pass's scale a 30-60 px face is 16-32 input pixels wide: its landmarks are a few
+        pixels off, and a loose duplicate box around a small face (or a face-like object) can survive
+        NMS because it barely overlaps. Looked at again at ``refine_face_px``, the landmarks settle, a
+        duplicate converges onto its face (removed by NMS below), and YuNet drops what it only took
+        for a face from afar.
+        """
+        if self.refine_face_px is None:
+            return faces
+        side = -(-round(REFINE_CONTEXT * self.refine_face_px) // self.multiple) * self.multiple
+        out = []
+        for face in faces:
+            fw = face.width
+            if fw >= self.refine_face_px:
+                out.append(face)
+                continue
+            scale = self.refine_face_px / max(fw, 1.0)
+            cx, cy = (float(v) for v in face.box[:2] + face.box[2:] / 2)
+            half = side / scale / 2
+            region = (round(cx - half), round(cy - half), round(2 * half), round(2 * half))
+            near = [
+                d
+                for d in self._run(image, region, scale, self.score_threshold, size=(side, side))
+                if np.hypot(*(d.box[:2] + d.box[2:] / 2 - (cx, cy))) < fw / 2
+            ]
+            if near:
+                out.append(max(near, key=lambda d: d.score))
+        return nms_detections(out, self.nms_iou)
 
     def _confirmed(self, image: np.ndarray, faces: list[Detection]) -> list[Detection]:
         """The faces the verifier also finds, scored by it (YuNet's box and landmarks are kept)."""
@@ -179,19 +221,33 @@ class YuNetDetector:
         self._models[key] = model  # most recently used last
         return model
 
-    def _run(self, image: np.ndarray, region: Region, scale: float, threshold: float, *, border: bool = False) -> list[Detection]:
-        """Detections in ``region`` of ``image`` resized by ``scale`` (centred in a wider input when ``border``)."""
+    def _run(
+        self,
+        image: np.ndarray,
+        region: Region,
+        scale: float,
+        threshold: float,
+        *,
+        border: bool = False,
+        size: tuple[int, int] | None = None,
+    ) -> list[Detection]:
+        """Detections in ``region`` of ``image`` resized by ``scale`` (centred in a wider input when ``border``;
+        top-left in an input of ``size`` (height, width) when given, cut to fit)."""
         h, w = image.shape[:2]
         x0, y0 = max(0, int(region[0])), max(0, int(region[1]))
         x1, y1 = min(w, int(region[0] + region[2])), min(h, int(region[1] + region[3]))
         if x1 - x0 < 2 or y1 - y0 < 2:
             return []
         nw, nh = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
+        if size is not None:
+            nh, nw = min(nh, size[0]), min(nw, size[1])
         part = image[y0:y1, x0:x1]
         resized = cv2.resize(part, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         m = self.multiple
         pad_w, pad_h = (nw, nh) if not border else (2 * nw, 2 * nh)
         in_w, in_h = max(m, -(-pad_w // m) * m), max(m, -(-pad_h // m) * m)
+        if size is not None:
+            in_h, in_w = size
         ox, oy = ((in_w - nw) // 2, (in_h - nh) // 2) if border else (0, 0)
         canvas = np.zeros((1, in_h, in_w, 3), dtype=np.float32)  # zero padding, as libfacedetection pads
         canvas[0, oy : oy + nh, ox : ox + nw] = resized
