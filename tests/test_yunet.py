@@ -91,7 +91,7 @@ def test_face_like_objects_are_not_faces_once_confirmed(yunet_analyser: FaceAnal
     det = yunet_analyser.detector
     assert isinstance(det, YuNetDetector)
     bike = load_image(faces_dir / "nonfaces" / "scikit-image-data__motorcycle_right_png.png")
-    unconfirmed = YuNetDetector(det.model, min_face_px=30.0)
+    unconfirmed = YuNetDetector(det.model, min_face_px=30.0, settings=yunet.YuNetSettings(refine_face_px=None))
     rng = np.random.default_rng(0)
     canvas = np.full((1080, 1920, 3), 128, np.uint8)
     canvas[:, 960:] = cover(bike, 960, 1080)  # as in the distant scenes: the headlight ~100 px wide

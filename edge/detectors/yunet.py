@@ -63,10 +63,17 @@ class YuNetSettings(BaseModel):
         96.0,
         ge=32,
         le=192,
-        description="Faces narrower than this (frame pixels) are looked at again on a crop around them, enlarged so "
-        "they are this wide at the input: their box, landmarks and score come from that second look (30-60 px faces' "
-        "landmarks are a few pixels off at the first pass's scale, which costs the aligner), and a face YuNet no "
-        "longer finds there is dropped; empty = no second look.",
+        description="Every face is looked at again on a crop around it (twice its width), resized so the face is this "
+        "wide at the input: its box, landmarks and score come from that second look (a 30-60 px face's landmarks are a "
+        "few pixels off at the first pass's scale, which costs the aligner), and a face the second look does not find "
+        "at refine_score is dropped; empty = no second look.",
+    )
+    refine_score: float = Field(
+        0.7,
+        ge=0.05,
+        le=0.99,
+        description="YuNet score a face needs at the second look (real faces there: 0.88 and up on the development "
+        "distant scenes; face-like objects mostly below 0.75).",
     )
 
 
@@ -142,6 +149,7 @@ class YuNetDetector:
         self.verifier = verifier
         self.verify_face_px = settings.verify_face_px
         self.refine_face_px = settings.refine_face_px
+        self.refine_score = settings.refine_score
         # The bar: configured, else the manifest's (measured for this pairing), else the verifier's own threshold.
         listed = extra.get("verify_score")
         self.verify_score = settings.verify_score if settings.verify_score is not None else listed
@@ -169,13 +177,14 @@ class YuNetDetector:
         return faces
 
     def _refined(self, image: np.ndarray, faces: list[Detection]) -> list[Detection]:
-        """Small faces as a second, closer look sees them; faces not found again are dropped.
+        """The faces as a second, closer look sees them; faces it does not find are dropped.
 
         At the first pass's scale a 30-60 px face is 16-32 input pixels wide: its landmarks are a few
-        pixels off, and a loose duplicate box around a small face (or a face-like object) can survive
-        NMS because it barely overlaps. Looked at again at ``refine_face_px``, the landmarks settle, a
-        duplicate converges onto its face (removed by NMS below), and YuNet drops what it only took
-        for a face from afar.
+        pixels off, and a loose duplicate box around a small face can survive NMS because it barely
+        overlaps (then, as the largest "face", it can stand in for the real one). Looked at again at
+        ``refine_face_px`` the landmarks settle, a duplicate converges onto its face (merged by NMS
+        below), and YuNet is far less sure of what it took for a face from afar (a headlight, an
+        animal). One fixed input size, so one interpreter serves every face.
         """
         if self.refine_face_px is None:
             return faces
@@ -183,16 +192,13 @@ class YuNetDetector:
         out = []
         for face in faces:
             fw = face.width
-            if fw >= self.refine_face_px:
-                out.append(face)
-                continue
             scale = self.refine_face_px / max(fw, 1.0)
             cx, cy = (float(v) for v in face.box[:2] + face.box[2:] / 2)
             half = side / scale / 2
             region = (round(cx - half), round(cy - half), round(2 * half), round(2 * half))
             near = [
                 d
-                for d in self._run(image, region, scale, self.score_threshold, size=(side, side))
+                for d in self._run(image, region, scale, self.refine_score, size=(side, side))
                 if np.hypot(*(d.box[:2] + d.box[2:] / 2 - (cx, cy))) < fw / 2
             ]
             if near:
