@@ -64,9 +64,9 @@ class YuNetSettings(BaseModel):
         ge=32,
         le=192,
         description="Every face is looked at again on a crop around it (twice its width), resized so the face is this "
-        "wide at the input: its box, landmarks and score come from that second look (a 30-60 px face's landmarks are a "
-        "few pixels off at the first pass's scale, which costs the aligner), and a face the second look does not find "
-        "at refine_score is dropped; empty = no second look.",
+        "wide at the input; a face the second look does not find at refine_score is dropped, and a face narrower than "
+        "this takes its box, landmarks and score from the second look (a 30-60 px face's landmarks are a few pixels off "
+        "at the first pass's scale, which costs the aligner); empty = no second look.",
     )
     refine_score: float = Field(
         0.7,
@@ -184,7 +184,8 @@ class YuNetDetector:
         overlaps (then, as the largest "face", it can stand in for the real one). Looked at again at
         ``refine_face_px`` the landmarks settle, a duplicate converges onto its face (merged by NMS
         below), and YuNet is far less sure of what it took for a face from afar (a headlight, an
-        animal). One fixed input size, so one interpreter serves every face.
+        animal). Faces at least ``refine_face_px`` wide are only checked. One fixed input size, so
+        one interpreter serves every face.
         """
         if self.refine_face_px is None:
             return faces
@@ -202,7 +203,9 @@ class YuNetDetector:
                 if np.hypot(*(d.box[:2] + d.box[2:] / 2 - (cx, cy))) < fw / 2
             ]
             if near:
-                out.append(max(near, key=lambda d: d.score))
+                # A face the look enlarged takes its geometry from it; a larger one keeps the first pass's, which
+                # saw it at least as large (on photos those landmarks align better).
+                out.append(max(near, key=lambda d: d.score) if fw < self.refine_face_px else face)
         return nms_detections(out, self.nms_iou)
 
     def _confirmed(self, image: np.ndarray, faces: list[Detection]) -> list[Detection]:
