@@ -173,11 +173,13 @@ class YuNetDetector:
         faces = self._confirmed(image, self._refined(image, faces))
         if not faces and self.close_face_retry:
             # A face filling the frame is larger than most training faces: try it smaller, with a border.
-            faces = self._confirmed(image, self._run(image, (0, 0, w, h), full / 2, self.retry_score_threshold, border=True))
+            retry = self._run(image, (0, 0, w, h), full / 2, self.retry_score_threshold, border=True)
+            faces = self._confirmed(image, [(face, face) for face in retry])
         return faces
 
-    def _refined(self, image: np.ndarray, faces: list[Detection]) -> list[Detection]:
-        """The faces as a second, closer look sees them; faces it does not find are dropped.
+    def _refined(self, image: np.ndarray, faces: list[Detection]) -> list[tuple[Detection, Detection]]:
+        """The faces as a second, closer look sees them (each with its first-pass detection); faces it does not
+        find are dropped.
 
         At the first pass's scale a 30-60 px face is 16-32 input pixels wide: its landmarks are a few
         pixels off, and a loose duplicate box around a small face can survive NMS because it barely
@@ -188,9 +190,9 @@ class YuNetDetector:
         one interpreter serves every face.
         """
         if self.refine_face_px is None:
-            return faces
+            return [(face, face) for face in faces]
         side = -(-round(REFINE_CONTEXT * self.refine_face_px) // self.multiple) * self.multiple
-        out = []
+        pairs = []
         for face in faces:
             fw = face.width
             scale = self.refine_face_px / max(fw, 1.0)
@@ -205,16 +207,24 @@ class YuNetDetector:
             if near:
                 # A face the look enlarged takes its geometry from it; a larger one keeps the first pass's, which
                 # saw it at least as large (on photos those landmarks align better).
-                out.append(max(near, key=lambda d: d.score) if fw < self.refine_face_px else face)
-        return nms_detections(out, self.nms_iou)
+                pairs.append((max(near, key=lambda d: d.score) if fw < self.refine_face_px else face, face))
+        kept = nms_detections([refined for refined, _ in pairs], self.nms_iou)
+        return [pair for pair in pairs if any(pair[0] is k for k in kept)]
 
-    def _confirmed(self, image: np.ndarray, faces: list[Detection]) -> list[Detection]:
-        """The faces the verifier also finds, scored by it (YuNet's box and landmarks are kept)."""
+    def _confirmed(self, image: np.ndarray, pairs: list[tuple[Detection, Detection]]) -> list[Detection]:
+        """The faces the verifier also finds, scored by it (YuNet's box and landmarks are kept).
+
+        Each face is tried on its box and, if that fails and the second look moved it, on the first pass's:
+        BlazeFace's score on a 30-40 px face swings by about 0.1 with the crop, so two crops confirm a
+        real face more steadily than one.
+        """
         if self.verifier is None or self.verify_score is None:
-            return faces
+            return [face for face, _ in pairs]
         out = []
-        for face in faces:
+        for face, first in pairs:
             again = self.verifier.redetect(image, face.box, self.verify_score, self.verify_face_px)
+            if again is None and first is not face:
+                again = self.verifier.redetect(image, first.box, self.verify_score, self.verify_face_px)
             if again is not None:
                 out.append(Detection(box=face.box, keypoints=face.keypoints, score=again.score))
         return out
