@@ -120,10 +120,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         f"gaussian tail {result.details['gaussian']:.3f}, empirical {result.details['empirical']:.3f} "
         f"at pair FAR {result.target_far:g}"
     )
-    print(
-        f"base threshold {result.base:.3f}; faces under 64 px +{result.distant_face_raise:.3f}, "
-        f"under 32 px a further +{result.small_face_raise:.3f} ({result.small_pairs} tiny-face pairs)"
-    )
+    bands = ", ".join(f"under {below:g} px +{r:.3f}" for below, r in result.raises.items())
+    print(f"base threshold {result.base:.3f}; {bands} (rules add up; {result.small_pairs} tiny-face pairs)")
+    for row in result.details["holdout"]:
+        checks = ", ".join(
+            f"{k} {v['threshold']:.3f}: {v['at_or_above']}/{v['held_out_pairs']}" for k, v in row.items() if isinstance(v, dict)
+        )
+        print(f"held out: fitted on {row['fitted_on']} identities, pairs of the other {row['checked_on']} at or above: {checks}")
     if args.write:
         path = analyser.manifest.directory / "manifest.json"
         write_threshold(path, analyser.embedder.name, result, data=str(args.manifest.name))

@@ -79,9 +79,10 @@ def expected_hits(analyser: FaceAnalyser, ws: Path, who: dict[int, str]) -> dict
 def test_every_photo_eval_would_match_raises_a_hit(scene: tuple[Path, dict[int, str]], analyser: FaceAnalyser, tmp_path: Path):
     ws, who = scene
     expected = expected_hits(analyser, ws, who)
-    # The scenario: (nearly) all 7 photos of enrolled people clear the threshold; which ones depends on the
-    # shipped detector and threshold, so the daemon is held to exactly what eval decides.
-    assert len(expected) >= 6, f"the scenario needs most of the 7 enrolled photos to clear the threshold: {expected}"
+    # The scenario: most of the 7 photos of enrolled people clear the threshold; which ones depends on the
+    # shipped detector and threshold (at 0.578 Jennifer's two score 0.506 and 0.575), so the daemon is held to
+    # exactly what eval decides.
+    assert len(expected) >= 5, f"the scenario needs most of the 7 enrolled photos to clear the threshold: {expected}"
     broker = Broker(tmp_path)
     broker.start()
     try:

@@ -10,17 +10,24 @@ from group photos of people not in the labelled set. The base threshold is the l
 * the pooled scores' empirical quantile at that rate,
 
 so a heavy tail cannot hide behind the Gaussian fit. Small faces, whose impostor scores
-spread higher, get their own raises computed the same way: distant faces (each face placed
-at 36 and 52 px in a full-HD scene and found there by the detector's fine pass, as a pole
-camera sees passers-by; once clean and once as a modest camera records it: noise, slight blur,
-low contrast, JPEG 70-95, see ``camera_scenes.camera``) for faces under 64 px, and faces shrunk
-to 24 px for under 32 px.
+spread higher, get their own raises computed the same way, one size band at a time: distant
+faces (each face placed at 36 and 52 px in a full-HD scene and found there by the detector's
+fine pass, as a pole camera sees passers-by; once clean and once as a modest camera records it:
+noise, slight blur, low contrast, JPEG 70-95, see ``camera_scenes.camera``) stand for faces under
+64 px (the 52 px probes) and under 44 px (the 36 px probes), and faces shrunk to 24 px for under
+32 px. Rules add up, so each band's threshold is its own probes' tail (never below the wider band's).
+
+The reserved data holds people the development set does not, so the result is checked on people
+it was not computed from: the identities are split in two halves, every threshold is computed from
+the impostor pairs whose probe belongs to one half and counted on the other half's, both ways
+(``details.holdout``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +47,14 @@ log = logging.getLogger(__name__)
 
 SMALL_FACE_PX = 32.0
 DISTANT_FACE_PX = 64.0
+FAR_FACE_PX = 44.0  # between the two distant probe sizes: faces under it are held to the 36 px probes' tail
 DISTANT_SIZES = (36, 52)
+# size band (faces under this many px) -> the probe kinds whose impostor tail sets its threshold, narrowest last
+BANDS: dict[float, list[str]] = {
+    DISTANT_FACE_PX: ["distant52", "camera52"],
+    FAR_FACE_PX: ["distant36", "camera36"],
+    SMALL_FACE_PX: ["tiny24"],
+}
 
 
 def distant_scene(image: np.ndarray, box: np.ndarray, face_px: float, seed: int, *, recorded: bool = False) -> np.ndarray:
@@ -75,8 +89,7 @@ def degrade(image: np.ndarray, box: np.ndarray) -> dict[str, np.ndarray]:
 @dataclass
 class CalibrationResult:
     base: float
-    small_face_raise: float
-    distant_face_raise: float
+    raises: dict[float, float]  # faces under this many px -> raise added (rules add up)
     target_far: float
     pairs: int
     small_pairs: int
@@ -140,43 +153,83 @@ def calibrate(analyser: FaceAnalyser, faces: Path, impostor_photos: list[Path], 
     allp = np.concatenate(pooled)
     base, gauss, emp = tail_threshold(allp, target_far)
 
-    def kinds_threshold(kinds: list[str]) -> tuple[float, int]:
-        items = [(i, e) for k in kinds for i, e in probes.get(k, [])]
-        scores = np.concatenate([(ref_mat @ e)[ref_ids != ids[i]] for i, e in items] or [np.zeros(1)])
-        return tail_threshold(scores, target_far)[0], int(scores.size)
+    def kind_scores(kinds: list[str], people: set[str] | None = None) -> np.ndarray:
+        """Impostor scores of these probe kinds; with ``people``, only pairs whose both sides are among them."""
+        among = np.ones(len(ref_ids), bool) if people is None else np.isin(ref_ids, sorted(people))
+        items = [(i, e) for k in kinds for i, e in probes.get(k, []) if people is None or ids[i] in people]
+        return np.concatenate([(ref_mat @ e)[(ref_ids != ids[i]) & among] for i, e in items] or [np.zeros(1)])
 
-    distant_t, _ = kinds_threshold([f"{kind}{px}" for kind in ("distant", "camera") for px in DISTANT_SIZES])
-    small_t, small_pairs = kinds_threshold(["tiny24"])
-    distant_raise = round(max(0.0, distant_t - base), 3)
+    def band_thresholds(people: set[str] | None = None) -> tuple[float, dict[float, float]]:
+        """The base and each band's full threshold (not yet a raise), from the pairs among ``people``."""
+        b = base if people is None else tail_threshold(kind_scores(list(probes), people), target_far)[0]
+        out: dict[float, float] = {}
+        floor = b
+        for below, kinds in BANDS.items():
+            floor = max(floor, tail_threshold(kind_scores(kinds, people), target_far)[0])
+            out[below] = floor
+        return b, out
+
+    _, full = band_thresholds()
+    raises: dict[float, float] = {}
+    level = round(base, 3)
+    for below, t in full.items():
+        raises[below] = round(max(0.0, t - level), 3)
+        level += raises[below]
+    small_pairs = int(kind_scores(BANDS[SMALL_FACE_PX]).size)
     return CalibrationResult(
         base=round(base, 3),
-        # Rules add up: a face under 32 px gets both raises, which together reach the tiny faces' own tail.
-        small_face_raise=round(max(0.0, small_t - base - distant_raise), 3),
-        distant_face_raise=distant_raise,
+        raises=raises,
         target_far=target_far,
         pairs=int(allp.size),
         small_pairs=small_pairs,
         mean=float(allp.mean()),
         std=float(allp.std()),
         # The detector's landmarks shape the aligned crops, so the threshold is tied to it too.
-        details={"detector": analyser.detector.name, "gaussian": round(gauss, 4), "empirical": round(emp, 4), "probes": per_kind},
+        details={
+            "detector": analyser.detector.name,
+            "gaussian": round(gauss, 4),
+            "empirical": round(emp, 4),
+            "probes": per_kind,
+            "holdout": holdout(ids, probes, kind_scores, band_thresholds),
+        },
     )
+
+
+def holdout(
+    ids: np.ndarray,
+    probes: dict[str, list[tuple[int, np.ndarray]]],
+    kind_scores: Callable[[list[str], set[str] | None], np.ndarray],
+    band_thresholds: Callable[[set[str] | None], tuple[float, dict[float, float]]],
+) -> list[dict[str, Any]]:
+    """Thresholds computed from the impostor pairs among half of the identities, counted on the other half's.
+
+    The halves alternate over the sorted identities; each side is calibrated in turn and the pairs
+    among the other side's people at or above each of its thresholds are counted: unseen people
+    exceeding the target rate by much would show that the rule fits the people it was computed from.
+    """
+    names = sorted(set(ids.tolist()))
+    halves = [set(names[0::2]), set(names[1::2])]
+    out = []
+    for fit_on, check_on in (halves, halves[::-1]):
+        b, bands = band_thresholds(fit_on)
+        row: dict[str, Any] = {"fitted_on": len(fit_on), "checked_on": len(check_on)}
+        for label, t, kinds in [("base", b, list(probes)), *((f"under_{k:g}px", v, BANDS[k]) for k, v in bands.items())]:
+            scores = kind_scores(kinds, check_on)
+            row[label] = {"threshold": round(t, 4), "held_out_pairs": int(scores.size), "at_or_above": int((scores >= t).sum())}
+        out.append(row)
+    return out
 
 
 def write_threshold(manifest_path: Path, embedder: str, result: CalibrationResult, data: str) -> None:
     """Store the calibrated threshold with the embedder's entry in models/manifest.json."""
     raw = json.loads(manifest_path.read_text(encoding="utf-8"))
-    rules = []
-    if result.distant_face_raise > 0:
-        rules.append({"metric": "size_px", "below": DISTANT_FACE_PX, "raise_by": result.distant_face_raise})
-    if result.small_face_raise > 0:
-        rules.append({"metric": "size_px", "below": SMALL_FACE_PX, "raise_by": result.small_face_raise})
+    rules = [{"metric": "size_px", "below": below, "raise_by": r} for below, r in result.raises.items() if r > 0]
     raw["models"][embedder]["threshold"] = {
         "base": result.base,
         "quality_rules": rules,
         "calibration": {
             "rule": "max(upper-tail gaussian (median, 99th percentile), empirical quantile) of pooled impostor "
-            "scores at the target pair FAR",
+            "scores at the target pair FAR; each size band's rule from its own distant probes' impostor scores",
             "target_pair_far": result.target_far,
             "impostor_pairs": result.pairs,
             "resolution": f"one pair is {1.0 / result.pairs:.1e} of the pool",
