@@ -36,6 +36,7 @@ class DetectorSettings(_Section):
     model: str = Field(
         "yunet",
         description="Detector model from models/manifest.json: yunet (small, distant faces; 5 landmarks), "
+        "yunet-int8 (the same network fully integer: about 2x faster on a CPU, for Edge TPU builds), "
         "blazeface-full-range (up to ~5 m) or blazeface-short-range (within ~2 m).",
     )
     score_threshold: float | None = Field(
