@@ -21,7 +21,7 @@ import numpy as np
 
 from edge.config import SourceSettings
 from edge.errors import FrameError, ImageDecodeError
-from edge.sources import FrameSource, SourceError, check_frame, make_source
+from edge.sources import FrameSource, Picture, SourceError, check_picture, make_source
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,21 @@ log = logging.getLogger(__name__)
 @dataclass
 class CapturedFrame:
     camera: str
-    image: np.ndarray
+    picture: Picture  # decoded (only) as far as a stage asks: see edge.sources.JpegPicture
     index: int
     t: float  # media time for recordings, monotonic time for live sources
     wall: float
     still: bool = False  # a photo of its own (folder source), not a frame of a scene
+
+    @property
+    def image(self) -> np.ndarray:
+        """The frame's RGB pixels (decoded on first use)."""
+        return self.picture.rgb()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), known without decoding."""
+        return self.picture.width, self.picture.height
 
 
 class SourceRunner:
@@ -133,12 +143,12 @@ class SourceRunner:
         last_t = -1e9
         while not self._stop.is_set():
             try:
-                image = self.source.read()
+                picture = self.source.read()
             except ImageDecodeError as exc:  # one unreadable file of a folder: count it, keep the timeline, go on
                 index += 1
                 self._bad_frame(index, exc)
                 continue
-            if image is None:
+            if picture is None:
                 return True
             index += 1
             now = time.monotonic()
@@ -148,13 +158,13 @@ class SourceRunner:
                     self._stop.wait(max(0.0, min_gap - (t - last_t)))
                 continue
             try:
-                image = check_frame(image)
+                picture = check_picture(picture)
             except FrameError as exc:
                 self._bad_frame(index, exc)
                 continue
             last_t = t
             self.captured += 1
-            self._put(CapturedFrame(self.camera, image, index, t, time.time(), self.source.stills))
+            self._put(CapturedFrame(self.camera, picture, index, t, time.time(), self.source.stills))
         return False
 
     def _bad_frame(self, index: int, exc: Exception) -> None:

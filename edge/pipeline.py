@@ -224,8 +224,7 @@ class FramePipeline:
     def detect(self, item: CapturedFrame, seq: int | None = None) -> Detected:
         if item.still:
             return self._detect_still(item)
-        image = item.image
-        h, w = image.shape[:2]
+        w, h = item.size
         cam = self._cameras.get(item.camera)
         if cam is None:
             cam = self._cameras[item.camera] = _CameraState(MotionGate(self.s.motion))
@@ -234,7 +233,8 @@ class FramePipeline:
         cam.since_fine += 1
         cam.since_full += 1
         t = time.perf_counter()
-        change = cam.gate.update(image) if self.s.motion_gate else Change(1.0, [(0, 0, w, h)], first=True)
+        # The gate reads a small grey copy: a JPEG frame is decoded in full below only if a detector looks at it.
+        change = cam.gate.update(item.picture) if self.s.motion_gate else Change(1.0, [(0, 0, w, h)], first=True)
         t = self._ms("motion", t)
         if not change.moved and cam.since_detect < self.s.keyframe_every:
             return Detected(item, None)
@@ -249,6 +249,7 @@ class FramePipeline:
                 return self._follow(item, due, t)
             return Detected(item, None)  # only known people moved: followed again in a few frames
         cam.since_detect = cam.since_full = 0
+        image = item.image
         configured = self.regions.get(item.camera, [])
         if change.first or cam.since_fine >= self.s.fine_every:
             fine: list[Region] | None = configured or None
@@ -337,7 +338,7 @@ class FramePipeline:
         if item.still:  # each face of a photo is its own track: every one is embedded and decided now
             return self.tracker.still(item.camera, self._observe(item, faces, faces, matcher))
         links = self.tracker.link(item.camera, [f.detection.box for f in faces], item.t)
-        h, w = item.image.shape[:2]
+        w, h = item.size
         whole = {id(f): inside(f.detection.box, w, h) for f in faces}
         wanted = [
             f
