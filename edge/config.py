@@ -266,8 +266,9 @@ class PipelineSettings(_Section):
         5,
         ge=1,
         le=100,
-        description="While every change is where a known face is expected and none needs an embedding, detect only "
-        "every this many frames (tracks are predicted in between); 1: detect on every changed frame.",
+        description="While every change is where a known face is expected, follow the known faces only every this "
+        "many frames (tracks are predicted in between; undecided faces are embedded on these frames), and in between "
+        "only a face whose hit awaits confirmation; 1: detect on every changed frame.",
     )
     fine_window_px: int = Field(
         384,

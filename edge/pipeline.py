@@ -244,9 +244,11 @@ class FramePipeline:
             if cam.since_detect >= self.s.track_every:
                 cam.since_detect = 0
                 return self._follow(item, views, t)
-            due = [v for v in views if v.embed_due <= item.index]
-            if due:  # only the faces that want an embedding now
-                return self._follow(item, due, t)
+            # Only faces that cannot wait (a pending hit to confirm, a crossing) are followed between the regular
+            # follows; the periodic looks at an undecided face wait for the next one: one decode, one pass each.
+            urgent = [v for v in views if v.embed_due == float("-inf")]
+            if urgent:
+                return self._follow(item, urgent, t)
             return Detected(item, None)  # only known people moved: followed again in a few frames
         cam.since_detect = cam.since_full = 0
         image = item.image
