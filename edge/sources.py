@@ -41,10 +41,11 @@ def decode_image(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
     if not data:
         raise ImageDecodeError(f"{name}: empty file, not an image")
     buf = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # always 3-channel BGR, drops alpha
+    # Always 3-channel, alpha dropped; decoded straight to RGB (libjpeg writes RGB: no BGR copy to convert).
+    image = cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB)
     if image is None:
         raise ImageDecodeError(f"{name}: not a decodable image (corrupt or unsupported format, {len(data)} bytes)")
-    return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    return np.ascontiguousarray(image)
 
 
 def load_image(path: Path | str) -> np.ndarray:
