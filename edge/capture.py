@@ -67,6 +67,7 @@ class SourceRunner:
         self.dropped = 0
         self.bad_frames = 0
         self.last_bad_frame: str | None = None
+        self._bad_lock = threading.Lock()
         self.reopens = 0
         self.last_error: str | None = None
         self.ended = threading.Event()
@@ -146,7 +147,7 @@ class SourceRunner:
                 picture = self.source.read()
             except ImageDecodeError as exc:  # one unreadable file of a folder: count it, keep the timeline, go on
                 index += 1
-                self._bad_frame(index, exc)
+                self.bad_frame(index, exc)
                 continue
             if picture is None:
                 return True
@@ -160,16 +161,18 @@ class SourceRunner:
             try:
                 picture = check_picture(picture)
             except FrameError as exc:
-                self._bad_frame(index, exc)
+                self.bad_frame(index, exc)
                 continue
             last_t = t
             self.captured += 1
             self._put(CapturedFrame(self.camera, picture, index, t, time.time(), self.source.stills))
         return False
 
-    def _bad_frame(self, index: int, exc: Exception) -> None:
-        self.bad_frames += 1
-        self.last_bad_frame = str(exc)
+    def bad_frame(self, index: int, exc: Exception) -> None:
+        """Count frame ``index`` as unusable (this thread, or the pipeline for a JPEG frame that fails to decode)."""
+        with self._bad_lock:
+            self.bad_frames += 1
+            self.last_bad_frame = str(exc)
         if self.bad_frames <= 3 or self.bad_frames % 100 == 0:  # a broken camera must not flood the log
             log.warning("camera %s: bad frame %d skipped (%s); %d so far", self.camera, index, exc, self.bad_frames)
 

@@ -139,8 +139,7 @@ class JpegPicture:
             return self._rgb
 
     def grey(self, step: int) -> np.ndarray:
-        if self._rgb is not None:
-            return RawPicture(self._rgb).grey(step)
+        # Always from the JPEG (even when decoded in full): consecutive frames compared must be made alike.
         factor = max((f for f in _REDUCED_GREY if f <= step), default=1)
         buf = np.frombuffer(self.data, dtype=np.uint8)
         grey = cv2.imdecode(buf, _REDUCED_GREY.get(factor, cv2.IMREAD_GRAYSCALE)) if buf.size else None

@@ -133,3 +133,23 @@ def test_a_corrupt_jpeg_frame_is_refused_when_looked_at_and_a_wrong_size_is_refu
     _, data = cv2.imencode(".jpg", frame)
     with pytest.raises(FrameError, match="the stream said 320x240"):
         JpegPicture(data.tobytes(), 320, 240).rgb()
+
+
+def test_a_corrupt_frame_of_an_mjpeg_recording_is_refused_when_looked_at_and_the_next_ones_still_read(
+    tmp_path: Path,
+) -> None:
+    clip = write_video(tmp_path / "clip.avi", "MJPG", street_frames(4))
+    data = bytearray(clip.read_bytes())
+    third = [i for i in range(len(data) - 2) if data[i : i + 3] == b"\xff\xd8\xff"][2]
+    sof = data.index(b"\xff\xc0", third)
+    data[sof + 1] = 0x01  # the third frame loses its frame header
+    clip.write_bytes(bytes(data))
+    source = OpenCVSource("gate", str(clip))
+    source.open()
+    read = []
+    while (p := source.read()) is not None:
+        try:
+            read.append(p.grey(4).shape)
+        except ImageDecodeError:
+            read.append(None)  # the daemon counts it as a bad frame of its camera
+    assert read == [(120, 160), (120, 160), None, (120, 160)]
