@@ -146,7 +146,7 @@ def test_a_corrupt_frame_of_an_mjpeg_recording_is_refused_when_looked_at_and_the
     clip.write_bytes(bytes(data))
     source = OpenCVSource("gate", str(clip))
     source.open()
-    read = []
+    read: list[tuple[int, ...] | None] = []
     while (p := source.read()) is not None:
         try:
             read.append(p.grey(4).shape)
