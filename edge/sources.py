@@ -2,7 +2,9 @@
 
 Frames are RGB ``uint8`` arrays of shape (H, W, 3). Anything else (corrupt bytes, a
 non-image file, a frame of the wrong shape) is refused here with a clear error, so the
-stages after this never see it.
+stages after this never see it. Sources hand out a ``Picture``: pixels already decoded, or
+a JPEG frame (MJPEG) that is decoded only as far as a stage looks at it; one whose bytes
+turn out corrupt then is refused when first decoded, and counted as a bad frame.
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ class JpegPicture:
     """A JPEG frame as the camera or the file sent it: decoded in full only when the pipeline looks at the pixels.
 
     Most frames of a pole camera are only compared with the previous one (``grey``), which libjpeg
-    decodes at an eighth or a quarter of the size, grey only: several times cheaper than ``rgb``.
+    decodes at an eighth or a quarter of the size, grey only: 2.5-3× cheaper than ``rgb`` (measured
+    at 1080p; the Huffman decoding that remains is the same).
     The full decode is kept, so a frame is decoded at most once whichever stage asks.
     """
 
