@@ -255,6 +255,15 @@ class PipelineSettings(_Section):
     keyframe_every: int = Field(
         10, ge=1, le=1000, description="Detect at least every this many frames even when nothing changed."
     )
+    idle_look_every: int = Field(
+        3,
+        ge=1,
+        le=30,
+        description="While a camera has no live track and the last frame the change gate examined showed no change, "
+        "the gate examines only every this many frames (a JPEG frame not examined is not decoded at all); a change, "
+        "a live track or a keyframe: every frame again. 1: every frame. At 15 frames/s, 3 delays the first look at "
+        "someone walking in by at most 2 frames (133 ms).",
+    )
     fine_every: int = Field(
         150,
         ge=1,

@@ -8,6 +8,8 @@ while it computes); frames stay in order. The tracker and the matcher are only e
 the caller's thread, the detector only by the worker.
 
 What runs on a frame (see ``edge.motion``):
+- an idle camera (no live track, no change on the last frame examined): the change gate examines only
+  every ``idle_look_every`` frames; the others are not looked at (a JPEG frame is not even decoded);
 - nothing changed since the previous frame and no keyframe is due: no detection at all; the
   tracks seen last are kept alive;
 - something changed: the full-frame pass, and the fine pass for small faces only on the
@@ -94,6 +96,8 @@ class _CameraState:
     since_detect: int = 10**9
     since_fine: int = 10**9
     since_full: int = 10**9
+    since_look: int = 10**9  # frames since the change gate last examined one
+    still: bool = False  # the last examined frame showed no change
 
 
 def inside(box: np.ndarray, width: int, height: int, margin: float = 2.0) -> bool:
@@ -172,7 +176,7 @@ class FramePipeline:
         self.keep_crops = keep_crops
         self.stage_ms: dict[str, deque[float]] = {k: deque(maxlen=200) for k in STAGES}
         self._ms_lock = threading.Lock()  # both stages write timings, the status thread reads them
-        self.counts = {"frames": 0, "detected": 0, "fine": 0, "followed": 0, "faces": 0, "embedded": 0}
+        self.counts = {"frames": 0, "detected": 0, "fine": 0, "followed": 0, "faces": 0, "embedded": 0, "unexamined": 0}
         self._cameras: dict[str, _CameraState] = {}
         self._views: dict[str, tuple[TrackView, ...]] = {}  # written by the recognition stage, read by detection
         # The detection stage of the n-th submitted frame sees the tracks as they were after frame n-2, whatever the
@@ -232,9 +236,15 @@ class FramePipeline:
         cam.since_detect += 1
         cam.since_fine += 1
         cam.since_full += 1
+        cam.since_look += 1
+        if self._idle_skip(cam, item, seq):
+            self.counts["unexamined"] += 1
+            return Detected(item, None)
+        cam.since_look = 0
         t = time.perf_counter()
         # The gate reads a small grey copy: a JPEG frame is decoded in full below only if a detector looks at it.
         change = cam.gate.update(item.picture) if self.s.motion_gate else Change(1.0, [(0, 0, w, h)], first=True)
+        cam.still = not change.moved
         t = self._ms("motion", t)
         if not change.moved and cam.since_detect < self.s.keyframe_every:
             return Detected(item, None)
@@ -273,6 +283,19 @@ class FramePipeline:
         faces = [f for f in self.analyser.prepare(image, detections) if f.passed_gate]
         self._ms("align", t)
         return Detected(item, faces)
+
+    def _idle_skip(self, cam: _CameraState, item: CapturedFrame, seq: int | None) -> bool:
+        """Whether the change gate may leave this frame unexamined: an idle scene is looked at every few frames.
+
+        Idle: the last examined frame showed no change and no track of the camera is live. Someone walking in
+        takes seconds to cross, so a look every ``idle_look_every`` frames finds them a frame or two later;
+        from the first change (or a keyframe, or a live track) on, every frame is examined again.
+        """
+        if not (self.s.motion_gate and cam.still and cam.since_look < self.s.idle_look_every):
+            return False
+        if cam.since_detect >= self.s.keyframe_every:
+            return False
+        return not self._views_before(seq).get(item.camera)
 
     def _detect_still(self, item: CapturedFrame) -> Detected:
         """A photo of its own (folder source): the whole detector, no gating by change or by tracks."""

@@ -51,6 +51,26 @@ def test_a_static_scene_with_sensor_noise_is_unchanged_and_a_moving_face_is_foun
     assert w * h < 0.2 * 1280 * 720  # only around it
 
 
+def test_an_idle_scene_is_looked_at_every_few_frames_and_every_frame_once_something_moves(analyser: FaceAnalyser) -> None:
+    pipe = FramePipeline(
+        analyser, Tracker(TrackingSettings()), MatcherHolder(), PipelineSettings(stage_threads=False, idle_look_every=3)
+    )
+    street = synthetic_frame(640, 480, 0)
+    face = synthetic_frame(640, 480, 1, face_px=60)
+    examined = []
+    for i in range(24):
+        frame = noisy(street if i < 12 else np.roll(face, 6 * i, axis=1), i)
+        before = pipe.counts["unexamined"]
+        pipe.process(CapturedFrame("c", as_jpeg(frame), i, i / 15, 0.0))
+        examined.append(pipe.counts["unexamined"] == before)
+    pipe.stop()
+    # The empty street: the first two frames (nothing to compare the first with), then one in three (and keyframes).
+    assert examined[:2] == [True, True] and sum(examined[2:12]) <= 4
+    # Someone walks in: seen at the next look at the latest, then every frame is examined.
+    first = examined.index(True, 12)
+    assert first <= 14 and all(examined[first:])
+
+
 def test_fine_pass_windows_have_one_size_and_cover_the_change() -> None:
     wins = windows((100, 200, 900, 300), 384, 1920, 1080, overlap=96)
     assert {(w, h) for _, _, w, h in wins} == {(384, 384)}

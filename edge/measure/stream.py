@@ -328,6 +328,25 @@ def run_clip(clip: Clip, pipeline: FramePipeline | PlainPipeline) -> dict[str, A
     }
 
 
+def warm_up(
+    analyser: FaceAnalyser, clip: Clip, settings: PipelineSettings, tracking: TrackingSettings, holder: MatcherHolder
+) -> None:
+    """Build the interpreters a running device built long ago, so the rows measure what a stream sustains.
+
+    A detector builds one interpreter per input size, once per process: the whole frame's fine pass, the
+    full-frame pass of the coarse detector, a fine-pass window, a followed face's window (square, whatever
+    the face's size: one input size), the follow detector's look at a still keyframe.
+    """
+    warm = FramePipeline(analyser, Tracker(tracking), holder, settings.model_copy(update={"stage_threads": False}))
+    warm.process(CapturedFrame("warm-up", JpegPicture(clip.jpegs[0], *clip.size), 0, 0.0, 0.0))
+    image = decode_image(clip.jpegs[0])
+    side = min(settings.fine_window_px, *image.shape[:2])
+    analyser.coarse_detector.detect(image)
+    analyser.detector.detect(image, [(0, 0, side, side)])
+    analyser.follow_detector.detect(image[:side, :side])
+    analyser.follow_detector.detect(image)
+
+
 def compare(
     analyser: FaceAnalyser,
     clip: Clip,
@@ -336,9 +355,7 @@ def compare(
 ) -> dict[str, Any]:
     """edge's pipeline and the plain one on the same clip, in the same run: both rows and their ratios."""
     holder = MatcherHolder(clip.matcher)
-    # Warm-up: the detector builds its interpreter for the fine pass's input size once per process, not per stream.
-    warm = FramePipeline(analyser, Tracker(tracking), holder, settings.model_copy(update={"stage_threads": False}))
-    warm.process(CapturedFrame("warm-up", JpegPicture(clip.jpegs[0], *clip.size), 0, 0.0, 0.0))
+    warm_up(analyser, clip, settings, tracking, holder)
     edge_pipe = FramePipeline(analyser, Tracker(tracking), holder, settings)
     try:
         edge_row = run_clip(clip, edge_pipe)
