@@ -74,6 +74,7 @@ class TrackView:
     velocity: np.ndarray | None
     t: float
     embed_due: float  # frame index from which it wants an embedding (inf: decided)
+    track_id: str = ""
 
     def body(self, t: float, pad: int) -> Region:
         """Where this person's head and body should be at ``t``: what their motion can cover."""
@@ -98,6 +99,7 @@ class _CameraState:
     since_full: int = 10**9
     since_look: int = 10**9  # frames since the change gate last examined one
     still: bool = False  # the last examined frame showed no change
+    followed: dict[str, int] = field(default_factory=dict)  # track id -> submission number it was last followed on
 
 
 def inside(box: np.ndarray, width: int, height: int, margin: float = 2.0) -> bool:
@@ -253,12 +255,12 @@ class FramePipeline:
         if views and not new and cam.since_full < self.s.keyframe_every:
             if cam.since_detect >= self.s.track_every:
                 cam.since_detect = 0
-                return self._follow(item, views, t)
+                return self._follow(item, views, t, cam, seq)
             # Only faces that cannot wait (a pending hit to confirm, a crossing) are followed between the regular
             # follows; the periodic looks at an undecided face wait for the next one: one decode, one pass each.
-            urgent = [v for v in views if v.embed_due == float("-inf")]
+            urgent = [v for v in views if v.embed_due == float("-inf") and not self._outcome_pending(cam, v, seq)]
             if urgent:
-                return self._follow(item, urgent, t)
+                return self._follow(item, urgent, t, cam, seq)
             return Detected(item, None)  # only known people moved: followed again in a few frames
         cam.since_detect = cam.since_full = 0
         image = item.image
@@ -313,7 +315,23 @@ class FramePipeline:
         passed = [f for f in faces if f.passed_gate]
         return Detected(item, passed, gated=len(faces) - len(passed))
 
-    def _follow(self, item: CapturedFrame, views: Sequence[TrackView], t: float) -> Detected:
+    @staticmethod
+    def _outcome_pending(cam: _CameraState, view: TrackView, seq: int | None) -> bool:
+        """Whether ``view``'s track was followed on a frame whose outcome the tracks seen here do not show yet.
+
+        Detection plans with the tracks as they were two frames back: following a face again before the
+        last follow's outcome (the confirmed hit, the crossing sorted out) is known would only repeat it.
+        """
+        return seq is not None and cam.followed.get(view.track_id, -(10**9)) >= seq - 1
+
+    def _follow(
+        self,
+        item: CapturedFrame,
+        views: Sequence[TrackView],
+        t: float,
+        cam: _CameraState | None = None,
+        seq: int | None = None,
+    ) -> Detected:
         """Known faces looked for only where they should be: one detector pass per face, no full-frame pass.
 
         Each window is four face widths wide, so the face is ~48 px of the detector's 192 px input:
@@ -336,6 +354,10 @@ class FramePipeline:
                 box[:2] += offset
                 found.append(Detection(box=box, keypoints=d.keypoints + offset, score=d.score))
         self.counts["followed"] += 1
+        if cam is not None and seq is not None:
+            live = {v.track_id for v in views}
+            cam.followed = {k: n for k, n in cam.followed.items() if n >= seq - 1 and k not in live}
+            cam.followed.update((k, seq) for k in live)
         t = self._ms("detect", t)
         faces = [f for f in self.analyser.prepare(image, nms_detections(found, 0.3)) if f.passed_gate]
         self._ms("align", t)
@@ -347,7 +369,7 @@ class FramePipeline:
         decisions = self._recognise(d)
         tr = self.tracker
         self._views[d.item.camera] = tuple(
-            TrackView(t.last.box, t.velocity, t.last.t, tr.embed_due(t)) for t in tr.active(d.item.camera)
+            TrackView(t.last.box, t.velocity, t.last.t, tr.embed_due(t), t.track_id) for t in tr.active(d.item.camera)
         )
         return decisions
 
