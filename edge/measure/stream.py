@@ -361,6 +361,8 @@ def compare(
         edge_row = run_clip(clip, edge_pipe)
         edge_row["detected_frames"] = edge_pipe.counts["detected"]
         edge_row["fine_frames"] = edge_pipe.counts["fine"]
+        edge_row["followed_frames"] = edge_pipe.counts["followed"]
+        edge_row["unexamined_frames"] = edge_pipe.counts["unexamined"]
     finally:
         edge_pipe.stop()
     plain = run_clip(clip, PlainPipeline(analyser, holder, tracking))
