@@ -21,7 +21,7 @@ import numpy as np
 
 from edge.config import SourceSettings
 from edge.errors import FrameError, ImageDecodeError
-from edge.sources import FrameSource, SourceError, check_frame, make_source
+from edge.sources import FrameSource, Picture, SourceError, check_picture, make_source
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,21 @@ log = logging.getLogger(__name__)
 @dataclass
 class CapturedFrame:
     camera: str
-    image: np.ndarray
+    picture: Picture  # decoded (only) as far as a stage asks: see edge.sources.JpegPicture
     index: int
     t: float  # media time for recordings, monotonic time for live sources
     wall: float
     still: bool = False  # a photo of its own (folder source), not a frame of a scene
+
+    @property
+    def image(self) -> np.ndarray:
+        """The frame's RGB pixels (decoded on first use)."""
+        return self.picture.rgb()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), known without decoding."""
+        return self.picture.width, self.picture.height
 
 
 class SourceRunner:
@@ -57,6 +67,7 @@ class SourceRunner:
         self.dropped = 0
         self.bad_frames = 0
         self.last_bad_frame: str | None = None
+        self._bad_lock = threading.Lock()
         self.reopens = 0
         self.last_error: str | None = None
         self.ended = threading.Event()
@@ -133,12 +144,12 @@ class SourceRunner:
         last_t = -1e9
         while not self._stop.is_set():
             try:
-                image = self.source.read()
+                picture = self.source.read()
             except ImageDecodeError as exc:  # one unreadable file of a folder: count it, keep the timeline, go on
                 index += 1
-                self._bad_frame(index, exc)
+                self.bad_frame(index, exc)
                 continue
-            if image is None:
+            if picture is None:
                 return True
             index += 1
             now = time.monotonic()
@@ -148,18 +159,20 @@ class SourceRunner:
                     self._stop.wait(max(0.0, min_gap - (t - last_t)))
                 continue
             try:
-                image = check_frame(image)
+                picture = check_picture(picture)
             except FrameError as exc:
-                self._bad_frame(index, exc)
+                self.bad_frame(index, exc)
                 continue
             last_t = t
             self.captured += 1
-            self._put(CapturedFrame(self.camera, image, index, t, time.time(), self.source.stills))
+            self._put(CapturedFrame(self.camera, picture, index, t, time.time(), self.source.stills))
         return False
 
-    def _bad_frame(self, index: int, exc: Exception) -> None:
-        self.bad_frames += 1
-        self.last_bad_frame = str(exc)
+    def bad_frame(self, index: int, exc: Exception) -> None:
+        """Count frame ``index`` as unusable (this thread, or the pipeline for a JPEG frame that fails to decode)."""
+        with self._bad_lock:
+            self.bad_frames += 1
+            self.last_bad_frame = str(exc)
         if self.bad_frames <= 3 or self.bad_frames % 100 == 0:  # a broken camera must not flood the log
             log.warning("camera %s: bad frame %d skipped (%s); %d so far", self.camera, index, exc, self.bad_frames)
 

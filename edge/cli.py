@@ -96,10 +96,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 f"  {who:<6} {r['fps']:>6.1f} frames/s  {r['cpu_s_per_video_min']:>6.1f} CPU-s per video minute  "
                 f"hits {r['hits_found']}/{r['hits_expected']}  faces embedded {r['embedded']}"
             )
-        print(
-            f"  edge/plain: speed {st['speed_ratio']:.2f}x, CPU {st['cpu_ratio']:.2f}x "
-            f"({st['cpu_ratio_after_decode']:.2f}x without JPEG decoding)"
-        )
+        print(f"  edge/plain: speed {st['speed_ratio']:.2f}x, CPU {st['cpu_ratio']:.2f}x")
     print(f"load average during the run: {result['load_average']}")
     print(f"matcher ({result['matcher_kind']}), ms median / p90")
     for n, s in result["matcher_ms"].items():

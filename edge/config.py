@@ -256,6 +256,15 @@ class PipelineSettings(_Section):
     keyframe_every: int = Field(
         10, ge=1, le=1000, description="Detect at least every this many frames even when nothing changed."
     )
+    idle_look_every: int = Field(
+        3,
+        ge=1,
+        le=30,
+        description="While a camera has no live track and the last frame the change gate examined showed no change, "
+        "the gate examines only every this many frames (a JPEG frame not examined is not decoded at all); a change, "
+        "a live track or a keyframe: every frame again. 1: every frame. At 15 frames/s, 3 delays the first look at "
+        "someone walking in by at most 2 frames (133 ms).",
+    )
     fine_every: int = Field(
         150,
         ge=1,
@@ -267,8 +276,9 @@ class PipelineSettings(_Section):
         5,
         ge=1,
         le=100,
-        description="While every change is where a known face is expected and none needs an embedding, detect only "
-        "every this many frames (tracks are predicted in between); 1: detect on every changed frame.",
+        description="While every change is where a known face is expected, follow the known faces only every this "
+        "many frames (tracks are predicted in between; undecided faces are embedded on these frames), and in between "
+        "only a face whose hit awaits confirmation; 1: detect on every changed frame.",
     )
     fine_window_px: int = Field(
         384,

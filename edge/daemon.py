@@ -29,7 +29,7 @@ from edge.capture import CapturedFrame, SourceRunner
 from edge.config import Settings
 from edge.db import connect
 from edge.dbcheck import check_and_recover
-from edge.errors import ConfigError
+from edge.errors import ConfigError, FrameError, ImageDecodeError
 from edge.health import cpu_temperature_c, sd_notify, watchdog_interval_s
 from edge.match import Matcher, MatcherHolder
 from edge.outbox import Outbox, StorageError, StorageFullError
@@ -277,6 +277,9 @@ class Daemon:
     # --- pipeline ---
 
     def _frame_done(self, r: FrameResult) -> None:
+        if isinstance(r.error, (FrameError, ImageDecodeError)):  # a JPEG frame found corrupt when first decoded
+            next(x for x in self.runners if x.camera == r.item.camera).bad_frame(r.item.index, r.error)
+            return
         if r.error is not None:  # one bad frame must not stop the device
             self.last_error = f"frame {r.item.index} of {r.item.camera}: {r.error}"
             log.error("pipeline error on %s frame %d", r.item.camera, r.item.index, exc_info=r.error)

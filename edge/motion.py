@@ -5,7 +5,8 @@ copy of each frame against the previous one costs well under a millisecond and t
 pipeline whether anything moved and where, so the detector (and its expensive fine pass for
 small faces) only runs where something can be found. Sensor noise and JPEG artefacts are
 averaged away by the subsampling and the blur; a change must also cover a few pixels of the
-small copy to count.
+small copy to count. A JPEG frame is decoded for this at an eighth or a quarter of its size,
+grey only (``edge.sources.JpegPicture``): the full decode is paid only where the detector runs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 
 from edge.config import MotionSettings
+from edge.sources import Picture, RawPicture
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +78,17 @@ class MotionGate:
         self._previous: np.ndarray | None = None
         self._shape: tuple[int, int] | None = None
 
-    def small_grey(self, image: np.ndarray) -> tuple[np.ndarray, int]:
-        """The blurred grey copy and its subsampling step (frame pixels per small pixel)."""
-        h, w = image.shape[:2]
-        step = max(1, round(max(w, h) / self.s.width))
-        # Strided subsampling is nearly free; the blur then does the averaging that removes noise.
-        grey = cv2.cvtColor(np.ascontiguousarray(image[::step, ::step]), cv2.COLOR_RGB2GRAY)
-        return cv2.GaussianBlur(grey, (5, 5), 0), step
+    def step(self, width: int, height: int) -> int:
+        """Frame pixels per pixel of the small copy."""
+        return max(1, round(max(width, height) / self.s.width))
 
-    def update(self, image: np.ndarray) -> Change:
-        h, w = image.shape[:2]
-        small, step = self.small_grey(image)
+    def update(self, image: np.ndarray | Picture) -> Change:
+        """Compare a frame (its pixels, or a ``Picture`` that decodes only the small grey copy) with the previous one."""
+        picture = RawPicture(image) if isinstance(image, np.ndarray) else image
+        w, h = picture.width, picture.height
+        step = self.step(w, h)
+        # The blur averages away sensor noise and JPEG artefacts the subsampling kept.
+        small = cv2.GaussianBlur(picture.grey(step), (5, 5), 0)
         previous, self._previous = self._previous, small
         if previous is None or previous.shape != small.shape or self._shape != (h, w):
             self._shape = (h, w)

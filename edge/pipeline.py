@@ -8,6 +8,8 @@ while it computes); frames stay in order. The tracker and the matcher are only e
 the caller's thread, the detector only by the worker.
 
 What runs on a frame (see ``edge.motion``):
+- an idle camera (no live track, no change on the last frame examined): the change gate examines only
+  every ``idle_look_every`` frames; the others are not looked at (a JPEG frame is not even decoded);
 - nothing changed since the previous frame and no keyframe is due: no detection at all; the
   tracks seen last are kept alive;
 - something changed: the full-frame pass, and the fine pass for small faces only on the
@@ -72,6 +74,7 @@ class TrackView:
     velocity: np.ndarray | None
     t: float
     embed_due: float  # frame index from which it wants an embedding (inf: decided)
+    track_id: str = ""
 
     def body(self, t: float, pad: int) -> Region:
         """Where this person's head and body should be at ``t``: what their motion can cover."""
@@ -94,6 +97,9 @@ class _CameraState:
     since_detect: int = 10**9
     since_fine: int = 10**9
     since_full: int = 10**9
+    since_look: int = 10**9  # frames since the change gate last examined one
+    still: bool = False  # the last examined frame showed no change
+    followed: dict[str, int] = field(default_factory=dict)  # track id -> submission number it was last followed on
 
 
 def inside(box: np.ndarray, width: int, height: int, margin: float = 2.0) -> bool:
@@ -172,7 +178,7 @@ class FramePipeline:
         self.keep_crops = keep_crops
         self.stage_ms: dict[str, deque[float]] = {k: deque(maxlen=200) for k in STAGES}
         self._ms_lock = threading.Lock()  # both stages write timings, the status thread reads them
-        self.counts = {"frames": 0, "detected": 0, "fine": 0, "followed": 0, "faces": 0, "embedded": 0}
+        self.counts = {"frames": 0, "detected": 0, "fine": 0, "followed": 0, "faces": 0, "embedded": 0, "unexamined": 0}
         self._cameras: dict[str, _CameraState] = {}
         self._views: dict[str, tuple[TrackView, ...]] = {}  # written by the recognition stage, read by detection
         # The detection stage of the n-th submitted frame sees the tracks as they were after frame n-2, whatever the
@@ -224,8 +230,7 @@ class FramePipeline:
     def detect(self, item: CapturedFrame, seq: int | None = None) -> Detected:
         if item.still:
             return self._detect_still(item)
-        image = item.image
-        h, w = image.shape[:2]
+        w, h = item.size
         cam = self._cameras.get(item.camera)
         if cam is None:
             cam = self._cameras[item.camera] = _CameraState(MotionGate(self.s.motion))
@@ -233,8 +238,15 @@ class FramePipeline:
         cam.since_detect += 1
         cam.since_fine += 1
         cam.since_full += 1
+        cam.since_look += 1
+        if self._idle_skip(cam, item, seq):
+            self.counts["unexamined"] += 1
+            return Detected(item, None)
+        cam.since_look = 0
         t = time.perf_counter()
-        change = cam.gate.update(image) if self.s.motion_gate else Change(1.0, [(0, 0, w, h)], first=True)
+        # The gate reads a small grey copy: a JPEG frame is decoded in full below only if a detector looks at it.
+        change = cam.gate.update(item.picture) if self.s.motion_gate else Change(1.0, [(0, 0, w, h)], first=True)
+        cam.still = not change.moved
         t = self._ms("motion", t)
         if not change.moved and cam.since_detect < self.s.keyframe_every:
             return Detected(item, None)
@@ -243,12 +255,15 @@ class FramePipeline:
         if views and not new and cam.since_full < self.s.keyframe_every:
             if cam.since_detect >= self.s.track_every:
                 cam.since_detect = 0
-                return self._follow(item, views, t)
-            due = [v for v in views if v.embed_due <= item.index]
-            if due:  # only the faces that want an embedding now
-                return self._follow(item, due, t)
+                return self._follow(item, views, t, cam, seq)
+            # Only faces that cannot wait (a pending hit to confirm, a crossing) are followed between the regular
+            # follows; the periodic looks at an undecided face wait for the next one: one decode, one pass each.
+            urgent = [v for v in views if v.embed_due == float("-inf") and not self._outcome_pending(cam, v, seq)]
+            if urgent:
+                return self._follow(item, urgent, t, cam, seq)
             return Detected(item, None)  # only known people moved: followed again in a few frames
         cam.since_detect = cam.since_full = 0
+        image = item.image
         configured = self.regions.get(item.camera, [])
         if change.first or cam.since_fine >= self.s.fine_every:
             fine: list[Region] | None = configured or None
@@ -271,6 +286,19 @@ class FramePipeline:
         self._ms("align", t)
         return Detected(item, faces)
 
+    def _idle_skip(self, cam: _CameraState, item: CapturedFrame, seq: int | None) -> bool:
+        """Whether the change gate may leave this frame unexamined: an idle scene is looked at every few frames.
+
+        Idle: the last examined frame showed no change and no track of the camera is live. Someone walking in
+        takes seconds to cross, so a look every ``idle_look_every`` frames finds them a frame or two later;
+        from the first change (or a keyframe, or a live track) on, every frame is examined again.
+        """
+        if not (self.s.motion_gate and cam.still and cam.since_look < self.s.idle_look_every):
+            return False
+        if cam.since_detect >= self.s.keyframe_every:
+            return False
+        return not self._views_before(seq).get(item.camera)
+
     def _detect_still(self, item: CapturedFrame) -> Detected:
         """A photo of its own (folder source): the whole detector, no gating by change or by tracks."""
         self.counts["frames"] += 1
@@ -287,7 +315,23 @@ class FramePipeline:
         passed = [f for f in faces if f.passed_gate]
         return Detected(item, passed, gated=len(faces) - len(passed))
 
-    def _follow(self, item: CapturedFrame, views: Sequence[TrackView], t: float) -> Detected:
+    @staticmethod
+    def _outcome_pending(cam: _CameraState, view: TrackView, seq: int | None) -> bool:
+        """Whether ``view``'s track was followed on a frame whose outcome the tracks seen here do not show yet.
+
+        Detection plans with the tracks as they were two frames back: following a face again before the
+        last follow's outcome (the confirmed hit, the crossing sorted out) is known would only repeat it.
+        """
+        return seq is not None and cam.followed.get(view.track_id, -(10**9)) >= seq - 1
+
+    def _follow(
+        self,
+        item: CapturedFrame,
+        views: Sequence[TrackView],
+        t: float,
+        cam: _CameraState | None = None,
+        seq: int | None = None,
+    ) -> Detected:
         """Known faces looked for only where they should be: one detector pass per face, no full-frame pass.
 
         Each window is four face widths wide, so the face is ~48 px of the detector's 192 px input:
@@ -310,6 +354,10 @@ class FramePipeline:
                 box[:2] += offset
                 found.append(Detection(box=box, keypoints=d.keypoints + offset, score=d.score))
         self.counts["followed"] += 1
+        if cam is not None and seq is not None:
+            live = {v.track_id for v in views}
+            cam.followed = {k: n for k, n in cam.followed.items() if n >= seq - 1 and k not in live}
+            cam.followed.update((k, seq) for k in live)
         t = self._ms("detect", t)
         faces = [f for f in self.analyser.prepare(image, nms_detections(found, 0.3)) if f.passed_gate]
         self._ms("align", t)
@@ -321,7 +369,7 @@ class FramePipeline:
         decisions = self._recognise(d)
         tr = self.tracker
         self._views[d.item.camera] = tuple(
-            TrackView(t.last.box, t.velocity, t.last.t, tr.embed_due(t)) for t in tr.active(d.item.camera)
+            TrackView(t.last.box, t.velocity, t.last.t, tr.embed_due(t), t.track_id) for t in tr.active(d.item.camera)
         )
         return decisions
 
@@ -337,7 +385,7 @@ class FramePipeline:
         if item.still:  # each face of a photo is its own track: every one is embedded and decided now
             return self.tracker.still(item.camera, self._observe(item, faces, faces, matcher))
         links = self.tracker.link(item.camera, [f.detection.box for f in faces], item.t)
-        h, w = item.image.shape[:2]
+        w, h = item.size
         whole = {id(f): inside(f.detection.box, w, h) for f in faces}
         wanted = [
             f

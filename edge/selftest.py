@@ -84,7 +84,7 @@ def check_camera(s: Settings) -> Result:
             source.close()
         if frame is None:
             return Result("camera", "FAIL", f"camera {src.camera}: opened but delivered no frame")
-        h, w = frame.shape[:2]
+        w, h = frame.width, frame.height
         # Only a camera has a resolution to set; a file or folder is what it is.
         if source.live and src.width and src.height and (w, h) != (src.width, src.height):
             return Result("camera", "FAIL", f"camera {src.camera}: delivers {w}x{h}, configured {src.width}x{src.height}")

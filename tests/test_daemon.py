@@ -270,7 +270,7 @@ def test_nothing_about_non_matching_faces_is_written_or_sent(kit: Path, tmp_path
     src.open()
     frames = []
     while (f := src.read()) is not None:
-        frames.append(f)
+        frames.append(f.rgb())
     analyser = FaceAnalyser.from_settings(RecognitionSettings(accelerator="cpu"))
     stranger_faces = analyser.analyse(frames[-20])
     assert stranger_faces and stranger_faces[0].passed_gate, "the stranger is a face the pipeline matches against"

@@ -16,6 +16,7 @@ from edge.measure.stream import compare, load_people, make_clip
 from edge.motion import MotionGate
 from edge.pipeline import FramePipeline, windows
 from edge.quality import Quality
+from edge.sources import JpegPicture, RawPicture
 from edge.track import Observation, Tracker
 
 Q = Quality(size_px=40, sharpness=100, yaw=0, detector_score=0.9)
@@ -27,18 +28,47 @@ def noisy(frame: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
-def test_a_static_scene_with_sensor_noise_is_unchanged_and_a_moving_face_is_found_where_it_is() -> None:
+def as_jpeg(frame: np.ndarray) -> JpegPicture:
+    import cv2
+
+    _, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return JpegPicture(data.tobytes(), frame.shape[1], frame.shape[0])
+
+
+@pytest.mark.parametrize("jpeg", [False, True], ids=["raw", "jpeg"])
+def test_a_static_scene_with_sensor_noise_is_unchanged_and_a_moving_face_is_found_where_it_is(jpeg: bool) -> None:
     gate = MotionGate(MotionSettings())
     street = synthetic_frame(1280, 720, 0)
-    assert gate.update(noisy(street, 0)).first
+    frame = as_jpeg if jpeg else RawPicture  # a JPEG frame is compared on its scaled grey decode
+    assert gate.update(frame(noisy(street, 0))).first
     for seed in range(1, 4):
-        assert not gate.update(noisy(street, seed)).moved
+        assert not gate.update(frame(noisy(street, seed))).moved
     with_face = synthetic_frame(1280, 720, 1, face_px=45)
-    change = gate.update(noisy(with_face, 9))
+    change = gate.update(frame(noisy(with_face, 9)))
     assert change.moved and len(change.boxes) == 1
     x, y, w, h = change.boxes[0]
     assert x <= 640 <= x + w and y <= 360 <= y + h  # the face sits in the middle of the frame
     assert w * h < 0.2 * 1280 * 720  # only around it
+
+
+def test_an_idle_scene_is_looked_at_every_few_frames_and_every_frame_once_something_moves(analyser: FaceAnalyser) -> None:
+    pipe = FramePipeline(
+        analyser, Tracker(TrackingSettings()), MatcherHolder(), PipelineSettings(stage_threads=False, idle_look_every=3)
+    )
+    street = synthetic_frame(640, 480, 0)
+    face = synthetic_frame(640, 480, 1, face_px=60)
+    examined = []
+    for i in range(24):
+        frame = noisy(street if i < 12 else np.roll(face, 6 * i, axis=1), i)
+        before = pipe.counts["unexamined"]
+        pipe.process(CapturedFrame("c", as_jpeg(frame), i, i / 15, 0.0))
+        examined.append(pipe.counts["unexamined"] == before)
+    pipe.stop()
+    # The empty street: the first two frames (nothing to compare the first with), then one in three (and keyframes).
+    assert examined[:2] == [True, True] and sum(examined[2:12]) <= 4
+    # Someone walks in: seen at the next look at the latest, then every frame is examined.
+    first = examined.index(True, 12)
+    assert first <= 14 and all(examined[first:])
 
 
 def test_fine_pass_windows_have_one_size_and_cover_the_change() -> None:
@@ -118,7 +148,7 @@ def test_the_pipeline_embeds_tracks_not_frames_and_keeps_the_demo_hit(analyser: 
         ok, bgr = cap.read()
         if not ok:
             break
-        pipe.submit(CapturedFrame("gate", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), i, i / 10, 0.0))
+        pipe.submit(CapturedFrame("gate", RawPicture(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), i, i / 10, 0.0))
         i += 1
         hits += [d.entry_id for r in pipe.finished() for d in r.decisions]
     hits += [d.entry_id for r in pipe.drain() for d in r.decisions]

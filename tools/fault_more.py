@@ -96,7 +96,7 @@ def frames(work: Path, iterations: int) -> dict[str, Any]:
     n = 0
     refused = 0
     while (f := src.read()) is not None:
-        cv2.imwrite(str(folder / f"f{n:04d}.jpg"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(folder / f"f{n:04d}.jpg"), cv2.cvtColor(f.rgb(), cv2.COLOR_RGB2BGR))
         n += 1
     src.close()
     refused = bad_frames(folder)

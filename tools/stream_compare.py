@@ -61,8 +61,9 @@ def plain_main(config: Path) -> int:
     fps = source.media_fps or 25.0
     i = 0
     decisions = []
-    while (image := source.read()) is not None:
-        decisions += plain.process(CapturedFrame(src.camera, image, i, i / fps, time.time()))
+    while (picture := source.read()) is not None:
+        picture.rgb()  # every frame decoded in full, as the plain pipeline needs it (and in this thread, as before)
+        decisions += plain.process(CapturedFrame(src.camera, picture, i, i / fps, time.time()))
         i += 1
     decisions += plain.tracker.finish()
     for d in decisions:
@@ -117,7 +118,7 @@ def main() -> int:
     expected = sorted(clip.expected)
     load = os.getloadavg()
     edge_row = run_timed([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)], out / "edge.log")
-    edge_hits = sorted(set(re.findall(r'"entry_id":"([^"]+)"', (out / "edge.log").read_text())))
+    edge_hits = sorted(set(re.findall(r"\bHIT \S+ camera \S+ entry (\S+)", (out / "edge.log").read_text())))
     plain_row = run_timed([sys.executable, __file__, "--plain", str(cfg)], out / "plain.log")
     plain_hits = sorted(set(re.findall(r"^HIT entry (\S+)$", (out / "plain.log").read_text(), re.M)))
     result = {
