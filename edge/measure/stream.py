@@ -345,6 +345,15 @@ def warm_up(
     analyser.detector.detect(image, [(0, 0, side, side)])
     analyser.follow_detector.detect(image[:side, :side])
     analyser.follow_detector.detect(image)
+    # A few frames through the threaded pipeline as measured: first imports, stage threads, the matcher's
+    # first search (a first run after an install once cost a 20-frame row 0.8 s).
+    short = Clip(clip.jpegs[:6], clip.size, clip.fps, [], clip.matcher)
+    threaded = FramePipeline(analyser, Tracker(tracking), holder, settings)
+    try:
+        run_clip(short, threaded)
+    finally:
+        threaded.stop()
+    run_clip(short, PlainPipeline(analyser, holder, tracking))
 
 
 def compare(
@@ -411,7 +420,7 @@ def stream_bench(analyser: FaceAnalyser, *, quick: bool, settings: Settings, pho
         fps[label], reference[label], ratio[label] = {}, {}, {}
         for n in FACE_COUNTS:
             face_px = DISTANT_FACE_PX.get(label)
-            clip = moving_faces_clip(w, h, n, frames=20 if quick else 150, matcher=matcher, face_px=face_px)
+            clip = moving_faces_clip(w, h, n, frames=40 if quick else 150, matcher=matcher, face_px=face_px)
             row = compare(analyser, clip, settings.pipeline, settings.tracking)
             fps[label][f"faces_{n}"] = row["edge"]["fps"]
             reference[label][f"faces_{n}"] = row["reference"]["fps"]
