@@ -47,6 +47,16 @@ def ack(device: str = "pole-1", outcome: str = "applied", reason: str = "applied
     }  # fmt: skip
 
 
+def revoke_ack(
+    device: str = "pole-1", sequence: int = 1, outcome: str = "applied", reason: str = "applied", removed: int | None = None
+) -> dict[str, Any]:
+    """A device's answer to a signed revocation, as edge/watchlist/sync.py sends it."""
+    doc = {**ack(device, outcome, reason, version=3), "kind": "revoke", "revoke_sequence": sequence, "previous_version": 3}
+    if removed is not None:
+        doc["removed"] = removed
+    return doc
+
+
 def audit(device: str = "pole-1", seq: int = 10, head: str = "d" * 64, chain_ok: bool = True) -> dict[str, Any]:
     return {
         "schema": "edge.audit/1", "device_id": device, "ts": "2026-11-22T10:00:00.000Z", "seq": seq, "head": head,

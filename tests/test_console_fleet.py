@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from edge.central.store import RevocationAck
 from edge.central.web.fleet import SILENT_AFTER_S, device_view, redact
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
@@ -38,9 +39,19 @@ def test_drift_refusals_chain_problems_and_camera_errors_are_shown() -> None:
     assert v["drift"] and v["published"] == 4 and v["version"] == 3
     assert v["cameras"] == [{"camera": "gate", "state": "reopening", "error": "rtsp://***@cam/1 timed out"}]
     assert v["last_error"] == "token=*** expired"
-    assert v["refused"][0]["reason"] == "signature"
+    assert v["refused"][0]["reason"] == "signature" and v["refused"][0]["what"] == "v4"
     assert v["chain"].startswith("PROBLEM: sequence went back") and not v["chain_ok"]
     assert device_view(status_row(), {"city": 3}, [], None, NOW)["drift"] is False
+
+
+def test_the_fleet_says_which_devices_applied_a_revocation_and_why_one_refused_it() -> None:
+    applied = RevocationAck(2, "applied", 1, "applied", "applied")
+    v = device_view(status_row(), {}, [], None, NOW, applied)
+    assert v["revocation"] == {"sequence": 2, "applied": True, "removed": 1, "reason": "applied"}
+    refused = [{"kind": "revoke", "revoke_sequence": 2, "version": 3, "reason": "replayed", "message": "sequence 2 held"}]
+    v = device_view(status_row(), {}, refused, None, NOW, RevocationAck(2, "refused", None, "replayed", "sequence 2 held"))
+    assert v["revocation"]["applied"] is False and v["refused"][0]["what"] == "revocation #2"
+    assert device_view(status_row(), {}, [], None, NOW)["revocation"] is None  # not answered yet
 
 
 def test_the_suggested_entry_threshold_keeps_out_every_reported_false_match_and_says_what_it_costs() -> None:

@@ -7,15 +7,19 @@ import io
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from edge.central.ingest import ingest, parse
-from edge.central.store import Message, Store, StoreError, UnknownEventError
-from tests.central_msgs import ack, audit, encode, hit, status, topic
+from edge.central.store import Message, RevocationAck, Store, StoreError, UnknownEventError
+from edge.central.store.engine import MIGRATIONS
+from tests.central_msgs import ack, audit, encode, hit, revoke_ack, status, topic
 
 
 def put(store: Store, doc: dict[str, object], *, device: str | None = None, retained: bool = False) -> str:
@@ -132,6 +136,44 @@ def test_fleet_view_online_from_live_status_and_version_from_what_was_published(
     assert store.audit_log()[0].action == "watchlist-publish"
 
 
+def test_a_revocation_answer_is_kept_beside_the_bundle_answer_so_the_operator_sees_who_removed_the_entry(db_url: str) -> None:
+    store = Store(db_url)
+    for device in ("pole-1", "pole-2", "pole-3"):
+        put(store, status(device, version=4))
+    put(store, ack("pole-1"))  # bundle v3 applied
+    put(store, revoke_ack("pole-1", sequence=2, removed=1))
+    put(store, ack("pole-2", outcome="refused", reason="expired", version=5))
+    put(store, revoke_ack("pole-2", sequence=2, outcome="refused", reason="replayed"))
+    fleet = {d.device_id: d for d in store.devices()}
+    assert fleet["pole-1"].refused_ack is None  # a later revocation does not hide the bundle answer, nor vice versa
+    assert fleet["pole-1"].revocation == RevocationAck(2, "applied", 1, "applied", "applied")
+    assert fleet["pole-2"].refused_ack == (5, "expired", "expired")
+    assert fleet["pole-2"].revocation is not None and fleet["pole-2"].revocation.outcome == "refused"
+    assert fleet["pole-3"].revocation is None  # never answered: the operator sees it has not removed the entry
+    with store.engine.connect() as c:
+        kinds = c.execute(text("SELECT kind, revoke_sequence, removed FROM watchlist_acks ORDER BY id")).all()
+    assert [tuple(k) for k in kinds] == [("bundle", None, None), ("revoke", 2, 1), ("bundle", None, None), ("revoke", 2, None)]
+
+
+def test_acks_stored_before_revocations_were_recorded_read_as_bundle_answers_after_the_upgrade(tmp_path: Path) -> None:
+    db = tmp_path / "central.db"
+    engine = create_engine(f"sqlite:///{db}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")  # a store as the previous release left it
+        conn.execute(text(
+            "INSERT INTO watchlist_acks (device_id, watchlist, version, previous_version, outcome, reason, message, received_at)"
+            " VALUES ('pole-1', 'city', 3, 2, 'refused', 'expired', 'expired', '2026-11-22 10:00:00')"
+        ))  # fmt: skip
+    engine.dispose()
+    with Store(str(db)) as store:  # opening migrates to the newest revision
+        put(store, status("pole-1", version=3))
+        [pole] = store.devices()
+        assert pole.refused_ack == (3, "expired", "expired") and pole.revocation is None
+
+
 def test_audit_chain_heads_that_go_back_or_fork_are_flagged(db_url: str) -> None:
     store = Store(db_url)
     assert put(store, audit("pole-1", seq=10, head="1" * 64)) == "audit"
@@ -191,7 +233,7 @@ def test_a_month_that_gets_its_partition_late_takes_its_hits_from_the_default_pa
 def test_opening_twice_and_several_at_once_migrates_once(db_url: str) -> None:
     Store(db_url).close()
     with Store(db_url) as store, store.engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
 
 
 def test_a_missing_folder_or_file_is_a_clear_error(tmp_path: str) -> None:

@@ -64,10 +64,14 @@ def render(store: Store, limit: int = 15) -> Any:
         if d.watchlist_behind:
             version.append(f" (published v{d.published_version})")
             version.stylize("yellow")
+        if d.revocation is not None and d.revocation.outcome == "applied":
+            version.append(f", revocation #{d.revocation.sequence}")
         outbox = Text(str(d.outbox_depth or 0), style="yellow" if d.outbox_depth else "")
         problems = []
         if d.refused_ack:
             problems.append(f"refused v{d.refused_ack[0]}: {d.refused_ack[1]}")
+        if d.revocation is not None and d.revocation.outcome != "applied":
+            problems.append(f"refused revocation #{d.revocation.sequence}: {d.revocation.reason}")
         if d.audit_problem:
             problems.append(f"audit chain {d.audit_problem}")
         fleet.add_row(

@@ -10,6 +10,7 @@ from edge.central.store.records import (
     Published,
     Rejection,
     Review,
+    RevocationAck,
 )
 from edge.central.store.schema import DECISIONS, STATE_OF
 from edge.central.store.store import Store
@@ -26,6 +27,7 @@ __all__ = [
     "Rejection",
     "Review",
     "ReviewError",
+    "RevocationAck",
     "Store",
     "StoreError",
     "UnknownEventError",

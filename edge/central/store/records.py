@@ -81,6 +81,17 @@ class Published:
 
 
 @dataclass(frozen=True)
+class RevocationAck:
+    """A device's answer to a signed revocation (``edge watchlist revoke``)."""
+
+    sequence: int | None
+    outcome: str  # applied or refused
+    removed: int | None  # entries it removed from the device's list
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class DeviceView:
     """One device in the fleet view."""
 
@@ -94,8 +105,9 @@ class DeviceView:
     published_version: int | None  # what the operator published under that name (None: nothing published)
     outbox_depth: int | None
     outbox_dropped: int | None
-    refused_ack: tuple[int | None, str, str] | None  # the latest ack if it was a refusal: (version, reason, message)
+    refused_ack: tuple[int | None, str, str] | None  # the latest bundle ack if it was a refusal: (version, reason, message)
     audit_problem: str | None
+    revocation: RevocationAck | None = None  # the latest answer to a signed revocation
 
     @property
     def watchlist_behind(self) -> bool:

@@ -142,6 +142,9 @@ watchlist_acks = Table(
     Column("message", Text, nullable=False),
     Column("sent_at", Text),
     Column("received_at", UTCDateTime, nullable=False),
+    Column("kind", String(16), nullable=False, server_default="bundle"),  # bundle or revoke (migration 0002)
+    Column("revoke_sequence", BigInteger),  # kind revoke: the revocation's sequence
+    Column("removed", Integer),  # kind revoke: entries it removed from the device's list
 )
 Index("watchlist_acks_device", watchlist_acks.c.device_id, watchlist_acks.c.received_at)
 

@@ -28,6 +28,7 @@ from edge.central.store.records import (
     Published,
     Rejection,
     Review,
+    RevocationAck,
 )
 
 log = logging.getLogger(__name__)
@@ -213,8 +214,10 @@ class Store:
         c.execute(insert(t.watchlist_acks).values(
             device_id=m.device_id, watchlist=d["watchlist"], version=d["version"], previous_version=d["previous_version"],
             outcome=d["outcome"], reason=d["reason"], message=d["message"], sent_at=d.get("ts"), received_at=m.received_at,
+            kind=d.get("kind") or "bundle", revoke_sequence=d.get("revoke_sequence"), removed=d.get("removed"),
         ))  # fmt: skip
-        return IngestResult("ack", f"{d['outcome']} {d['reason']}")
+        what = f"revocation {d.get('revoke_sequence')}" if d.get("kind") == "revoke" else f"v{d['version']}"
+        return IngestResult("ack", f"{what} {d['outcome']} {d['reason']}")
 
     def _audit_head(self, c: Connection, m: Message) -> IngestResult:
         d = m.doc
@@ -405,8 +408,12 @@ class Store:
         a = t.watchlist_acks.c
         with self.engine.connect() as c:
             status = c.execute(select(t.device_status).order_by(t.device_status.c.device_id)).all()
-            latest_ack = select(a.device_id, func.max(a.id).label("id")).group_by(a.device_id).subquery()
-            acks = {r.device_id: r for r in c.execute(select(t.watchlist_acks).join(latest_ack, a.id == latest_ack.c.id)).all()}
+            # The latest answer to a bundle and, separately, to a revocation: one does not hide the other.
+            latest_ack = select(a.device_id, a.kind, func.max(a.id).label("id")).group_by(a.device_id, a.kind).subquery()
+            acks: dict[str, Any] = {}
+            revocations: dict[str, Any] = {}
+            for r in c.execute(select(t.watchlist_acks).join(latest_ack, a.id == latest_ack.c.id)).all():
+                (revocations if r.kind == "revoke" else acks)[r.device_id] = r
             audit = dict(c.execute(select(t.audit_heads.c.device_id, t.audit_heads.c.problem)).all())
         out = []
         for s in status:
@@ -417,10 +424,15 @@ class Store:
                 pub = next(iter(published.values()))  # a device that has no watchlist yet is behind the fleet's one
             ack = acks.get(s.device_id)
             refused = (ack.version, ack.reason, ack.message) if ack is not None and ack.outcome == "refused" else None
+            rv = revocations.get(s.device_id)
+            revocation = None if rv is None else RevocationAck(
+                None if rv.revoke_sequence is None else int(rv.revoke_sequence), rv.outcome,
+                None if rv.removed is None else int(rv.removed), rv.reason, rv.message,
+            )  # fmt: skip
             out.append(DeviceView(
                 s.device_id, s.state, online, heard, s.received_at, s.watchlist_name,
                 None if s.watchlist_version is None else int(s.watchlist_version), pub.version if pub else None,
-                s.outbox_depth, s.outbox_dropped, refused, audit.get(s.device_id),
+                s.outbox_depth, s.outbox_dropped, refused, audit.get(s.device_id), revocation,
             ))  # fmt: skip
         return out
 

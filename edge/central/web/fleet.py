@@ -7,6 +7,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from edge.central.store import RevocationAck
+
 # A device that sent no live status for this long is shown as silent even if its last status said online.
 SILENT_AFTER_S = 180.0
 
@@ -34,7 +36,12 @@ def _age(ts: datetime | None, now: datetime) -> str:
 
 
 def device_view(
-    row: dict[str, Any], published: dict[str, int], refused: list[dict[str, Any]], head: dict[str, Any] | None, now: datetime
+    row: dict[str, Any],
+    published: dict[str, int],
+    refused: list[dict[str, Any]],
+    head: dict[str, Any] | None,
+    now: datetime,
+    revocation: RevocationAck | None = None,
 ) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     try:
@@ -72,12 +79,27 @@ def device_view(
         "outbox_dropped": row.get("outbox_dropped") or 0,
         "cameras": cameras,
         "last_error": redact(doc.get("last_error")),
-        "refused": [{"version": a["version"], "reason": a["reason"], "message": redact(a["message"])} for a in refused],
+        "refused": [{"what": _answered(a), "reason": a["reason"], "message": redact(a["message"])} for a in refused],
+        "revocation": None
+        if revocation is None
+        else {
+            "sequence": revocation.sequence,
+            "applied": revocation.outcome == "applied",
+            "removed": revocation.removed,
+            "reason": revocation.reason,
+        },
         "chain": "not reported"
         if head is None
         else ("ok" if head["chain_ok"] else f"PROBLEM: {head.get('problem') or 'check failed'}"),
         "chain_ok": head is None or bool(head["chain_ok"]),
     }
+
+
+def _answered(ack: dict[str, Any]) -> str:
+    """What an ack answers: a bundle version or a revocation's sequence."""
+    if ack.get("kind") == "revoke":
+        return f"revocation #{ack.get('revoke_sequence')}"
+    return f"v{ack.get('version')}"
 
 
 def now_utc() -> datetime:
