@@ -24,7 +24,7 @@ from edge.config import Settings, load_settings
 from edge.errors import ConfigError, InputFormatError, ModelError
 from edge.models import default_models_dir, parse_manifest
 from edge.untrusted import load_json
-from tools.fuzz import CONFIG_SEED, to_toml
+from tools.fuzzing.config_targets import CONFIG_SEED, to_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_OK = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
