@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -26,16 +25,6 @@ log = logging.getLogger(__name__)
 # Larger than any camera this runs on (8K is 7680): a bigger "frame" is a corrupt header, not a picture.
 MAX_FRAME_SIDE = 8192
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One captured frame: RGB pixels, the camera's name and a monotonic timestamp (seconds)."""
-
-    image: np.ndarray
-    camera: str
-    timestamp: float
-    index: int = 0
 
 
 def decode_image(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
