@@ -37,7 +37,8 @@ from edge.pipeline import FramePipeline, FrameResult
 from edge.progress import Progress
 from edge.publish import BrokerOptions, ConsoleSink, Publisher, ack_topic, hits_topic
 from edge.track import Decision, Tracker
-from edge.watchlist.bundle import format_time, trusted_keys
+from edge.watchlist.keys import trusted_keys
+from edge.watchlist.manifest import format_time
 from edge.watchlist.store import WatchlistStore
 from edge.watchlist.sync import WatchlistSync
 

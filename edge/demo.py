@@ -126,16 +126,9 @@ def run_loop(workdir: Path, *, broker: tuple[str, int] | None) -> int:
     from edge.config import load_settings
     from edge.daemon import Daemon
     from edge.db import connect
-    from edge.watchlist.bundle import (
-        Entry,
-        build_unsigned,
-        generate_keypair,
-        load_private_key,
-        read_bundle,
-        sign_manifest,
-        trusted_keys,
-        write_bundle,
-    )
+    from edge.watchlist.bundle import build_unsigned, read_bundle, sign_manifest, write_bundle
+    from edge.watchlist.chunks import Entry
+    from edge.watchlist.keys import generate_keypair, load_private_key, trusted_keys
     from edge.watchlist.store import WatchlistStore
 
     workdir.mkdir(parents=True, exist_ok=True)

@@ -236,7 +236,7 @@ def test_a_watchlist_is_built_signed_offline_and_published_with_the_devices_chec
 ) -> None:
     import cv2
 
-    from edge.watchlist.bundle import generate_keypair
+    from edge.watchlist.keys import generate_keypair
     from tests.broker import Broker
     from tests.mqtt_helpers import Subscriber
 

@@ -21,7 +21,7 @@ from edge.db import connect
 from edge.match import Match, Matcher
 from edge.quality import Quality
 from edge.track import Decision, Observation, Track
-from edge.watchlist.bundle import key_id
+from edge.watchlist.keys import key_id
 from edge.watchlist.store import WatchlistStore
 from tests.broker import Broker, free_port
 from tests.mqtt_helpers import Subscriber

@@ -16,7 +16,10 @@ from edge.analyze import FaceAnalyser
 from edge.config import RecognitionSettings
 from edge.models import load_manifest
 from edge.sources import load_image
-from edge.watchlist import bundle as wb
+from edge.watchlist.bundle import Bundle, build_unsigned, sign_manifest, verify_bundle
+from edge.watchlist.chunks import Entry
+from edge.watchlist.errors import EmbeddingSpaceError
+from edge.watchlist.keys import key_id
 from tests.conftest import ROOT, rows
 
 DLIB_VARIANTS = ("dlib-resnet", "dlib-resnet-int8")
@@ -90,15 +93,15 @@ def test_a_mobilefacenet_bundle_is_refused_by_a_dlib_device(dlib_analyser: FaceA
     key = Ed25519PrivateKey.generate()
     mobilefacenet_space = load_manifest().get("mobilefacenet", "embedder").extra["embedding_space"]
     vector = np.full((1, 192), 192**-0.5, dtype=np.float32)
-    manifest, chunks = wb.build_unsigned(
-        [wb.Entry(entry_id="case-1", embeddings=vector)],
+    manifest, chunks = build_unsigned(
+        [Entry(entry_id="case-1", embeddings=vector)],
         name="city",
         version=1,
         embedding_space=mobilefacenet_space,
         expires_at=datetime.now(UTC) + timedelta(days=1),
     )
-    data, sig = wb.sign_manifest(manifest, key)
-    bundle = wb.Bundle(data, sig, dict(enumerate(chunks)))
-    keys = {wb.key_id(key.public_key()): key.public_key()}
-    with pytest.raises(wb.EmbeddingSpaceError):
-        wb.verify_bundle(bundle, keys, embedding_space=dlib_analyser.embedder.embedding_space, current_version=None)  # type: ignore[arg-type]
+    data, sig = sign_manifest(manifest, key)
+    bundle = Bundle(data, sig, dict(enumerate(chunks)))
+    keys = {key_id(key.public_key()): key.public_key()}
+    with pytest.raises(EmbeddingSpaceError):
+        verify_bundle(bundle, keys, embedding_space=dlib_analyser.embedder.embedding_space, current_version=None)  # type: ignore[arg-type]

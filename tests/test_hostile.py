@@ -14,7 +14,7 @@ from edge import audit
 from edge.db import connect
 from edge.dbcheck import check_and_recover
 from edge.outbox import Outbox, StorageFullError
-from edge.watchlist.bundle import key_id
+from edge.watchlist.keys import key_id
 from edge.watchlist.store import WatchlistStore
 from tools.synthetic import SPACE, random_entries, signed_bundle
 

@@ -16,7 +16,8 @@ from edge.config import Settings
 from edge.errors import EdgeError
 from edge.operator.enrol import requests_from_folder
 from edge.schemas import load, validator
-from edge.watchlist.bundle import ENTRY_ID_RE, NAME_RE
+from edge.watchlist.chunks import ENTRY_ID_RE
+from edge.watchlist.manifest import NAME_RE
 
 GOOD = "pole-7"
 

@@ -19,7 +19,24 @@ from edge.analyze import FaceAnalyser
 from edge.db import connect
 from edge.match import Matcher
 from edge.sources import load_image
-from edge.watchlist import bundle as wb
+from edge.watchlist.bundle import Bundle, build_unsigned, sign_manifest, verify_bundle
+from edge.watchlist.chunks import MAX_CHUNK_BYTES, Entry
+from edge.watchlist.errors import (
+    BundleError,
+    BundleExpiredError,
+    ChunkFormatError,
+    ChunkHashError,
+    ChunkMissingError,
+    ChunkTooLargeError,
+    EmbeddingSpaceError,
+    ReplayError,
+    RollbackError,
+    SignatureError,
+    UnknownKeyError,
+    WrongWatchlistError,
+)
+from edge.watchlist.keys import key_id
+from edge.watchlist.manifest import format_time
 from edge.watchlist.store import WatchlistStore
 from tests.conftest import rows
 
@@ -58,8 +75,8 @@ def store(tmp_path: Path) -> WatchlistStore:
     return WatchlistStore(connect(tmp_path / "edge.db"))
 
 
-def entries_for(faces: Faces, people: list[str]) -> list[wb.Entry]:
-    return [wb.Entry(entry_id=f"case-{p.lower()}", embeddings=faces.enrol[p][None]) for p in people]
+def entries_for(faces: Faces, people: list[str]) -> list[Entry]:
+    return [Entry(entry_id=f"case-{p.lower()}", embeddings=faces.enrol[p][None]) for p in people]
 
 
 def make_bundle(
@@ -70,10 +87,10 @@ def make_bundle(
     people: list[str] = PEOPLE[:3],
     space: str | None = None,
     expires: timedelta = timedelta(days=30),
-    max_chunk_bytes: int = wb.MAX_CHUNK_BYTES,
+    max_chunk_bytes: int = MAX_CHUNK_BYTES,
     name: str = "city",
-) -> wb.Bundle:
-    manifest, chunks = wb.build_unsigned(
+) -> Bundle:
+    manifest, chunks = build_unsigned(
         entries_for(faces, people),
         name=name,
         version=version,
@@ -81,12 +98,12 @@ def make_bundle(
         expires_at=datetime.now(UTC) + expires,
         max_chunk_bytes=max_chunk_bytes,
     )
-    data, sig = wb.sign_manifest(manifest, key)
-    return wb.Bundle(data, sig, dict(enumerate(chunks)))
+    data, sig = sign_manifest(manifest, key)
+    return Bundle(data, sig, dict(enumerate(chunks)))
 
 
 def keys_of(key: Ed25519PrivateKey) -> dict[str, object]:
-    return {wb.key_id(key.public_key()): key.public_key()}
+    return {key_id(key.public_key()): key.public_key()}
 
 
 def best(store: WatchlistStore, faces: Faces, person: str) -> str | None:
@@ -96,11 +113,11 @@ def best(store: WatchlistStore, faces: Faces, person: str) -> str | None:
     return match.entry_id if match and match.score >= 0.5 else None
 
 
-def resign(b: wb.Bundle, key: Ed25519PrivateKey, change: Callable[[dict[str, object]], None]) -> wb.Bundle:
+def resign(b: Bundle, key: Ed25519PrivateKey, change: Callable[[dict[str, object]], None]) -> Bundle:
     doc = json.loads(b.manifest_bytes)
     change(doc)
     data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    return wb.Bundle(data, key.sign(data), dict(b.chunks))
+    return Bundle(data, key.sign(data), dict(b.chunks))
 
 
 def test_a_signed_bundle_is_applied_and_its_people_match(store: WatchlistStore, faces: Faces, key: Ed25519PrivateKey) -> None:
@@ -124,48 +141,48 @@ def test_a_newer_version_replaces_the_old_one_atomically(store: WatchlistStore, 
     assert info is not None and info.version == 2 and info.entry_count == 1
 
 
-Tamper = Callable[[wb.Bundle, wb.Bundle, Ed25519PrivateKey, Faces], wb.Bundle]
+Tamper = Callable[[Bundle, Bundle, Ed25519PrivateKey, Faces], Bundle]
 
 
-def _flip_chunk_byte(applied: wb.Bundle, b: wb.Bundle, k: Ed25519PrivateKey, f: Faces) -> wb.Bundle:
+def _flip_chunk_byte(applied: Bundle, b: Bundle, k: Ed25519PrivateKey, f: Faces) -> Bundle:
     data = bytearray(b.chunks[0])
     data[-10] ^= 0x01
-    return wb.Bundle(b.manifest_bytes, b.signature, {0: bytes(data)})
+    return Bundle(b.manifest_bytes, b.signature, {0: bytes(data)})
 
 
-def _edit_manifest(applied: wb.Bundle, b: wb.Bundle, k: Ed25519PrivateKey, f: Faces) -> wb.Bundle:
+def _edit_manifest(applied: Bundle, b: Bundle, k: Ed25519PrivateKey, f: Faces) -> Bundle:
     doc = json.loads(b.manifest_bytes)
     doc["expires_at"] = "2099-01-01T00:00:00.000Z"
-    return wb.Bundle(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode(), b.signature, b.chunks)
+    return Bundle(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode(), b.signature, b.chunks)
 
 
-def _other_key(applied: wb.Bundle, b: wb.Bundle, k: Ed25519PrivateKey, f: Faces) -> wb.Bundle:
+def _other_key(applied: Bundle, b: Bundle, k: Ed25519PrivateKey, f: Faces) -> Bundle:
     return make_bundle(f, Ed25519PrivateKey.generate(), version=5)
 
 
-def _bad_signature_bytes(applied: wb.Bundle, b: wb.Bundle, k: Ed25519PrivateKey, f: Faces) -> wb.Bundle:
-    return wb.Bundle(b.manifest_bytes, bytes(64), b.chunks)
+def _bad_signature_bytes(applied: Bundle, b: Bundle, k: Ed25519PrivateKey, f: Faces) -> Bundle:
+    return Bundle(b.manifest_bytes, bytes(64), b.chunks)
 
 
-def _replay(applied: wb.Bundle, b: wb.Bundle, k: Ed25519PrivateKey, f: Faces) -> wb.Bundle:
+def _replay(applied: Bundle, b: Bundle, k: Ed25519PrivateKey, f: Faces) -> Bundle:
     return applied  # the very bundle already applied
 
 
-def _older(applied: wb.Bundle, b: wb.Bundle, k: Ed25519PrivateKey, f: Faces) -> wb.Bundle:
+def _older(applied: Bundle, b: Bundle, k: Ed25519PrivateKey, f: Faces) -> Bundle:
     return make_bundle(f, k, version=1)
 
 
-def _wrong_space(applied: wb.Bundle, b: wb.Bundle, k: Ed25519PrivateKey, f: Faces) -> wb.Bundle:
+def _wrong_space(applied: Bundle, b: Bundle, k: Ed25519PrivateKey, f: Faces) -> Bundle:
     return make_bundle(f, k, version=5, space=hashlib.sha256(b"another embedder").hexdigest())
 
 
-def _missing_chunk(applied: wb.Bundle, b: wb.Bundle, k: Ed25519PrivateKey, f: Faces) -> wb.Bundle:
+def _missing_chunk(applied: Bundle, b: Bundle, k: Ed25519PrivateKey, f: Faces) -> Bundle:
     full = make_bundle(f, k, version=5, max_chunk_bytes=900)
     assert len(full.chunks) >= 2
-    return wb.Bundle(full.manifest_bytes, full.signature, {i: c for i, c in full.chunks.items() if i != 1})
+    return Bundle(full.manifest_bytes, full.signature, {i: c for i, c in full.chunks.items() if i != 1})
 
 
-def _truncated(applied: wb.Bundle, b: wb.Bundle, k: Ed25519PrivateKey, f: Faces) -> wb.Bundle:
+def _truncated(applied: Bundle, b: Bundle, k: Ed25519PrivateKey, f: Faces) -> Bundle:
     # Cut short and re-signed with matching hash and size: the parser itself must notice.
     fresh = make_bundle(f, k, version=5)
     cut = fresh.chunks[0][:-100]
@@ -175,16 +192,16 @@ def _truncated(applied: wb.Bundle, b: wb.Bundle, k: Ed25519PrivateKey, f: Faces)
         chunk.update(sha256=hashlib.sha256(cut).hexdigest(), size=len(cut))
 
     signed = resign(fresh, k, change)
-    return wb.Bundle(signed.manifest_bytes, signed.signature, {0: cut})
+    return Bundle(signed.manifest_bytes, signed.signature, {0: cut})
 
 
-def _expired(applied: wb.Bundle, b: wb.Bundle, k: Ed25519PrivateKey, f: Faces) -> wb.Bundle:
+def _expired(applied: Bundle, b: Bundle, k: Ed25519PrivateKey, f: Faces) -> Bundle:
     return make_bundle(f, k, version=5, expires=timedelta(seconds=-1))
 
 
-def _oversized(applied: wb.Bundle, b: wb.Bundle, k: Ed25519PrivateKey, f: Faces) -> wb.Bundle:
-    many = [wb.Entry(f"e{i}", np.tile(f.enrol["Jack"], (60, 1))) for i in range(50)]
-    manifest, chunks = wb.build_unsigned(
+def _oversized(applied: Bundle, b: Bundle, k: Ed25519PrivateKey, f: Faces) -> Bundle:
+    many = [Entry(f"e{i}", np.tile(f.enrol["Jack"], (60, 1))) for i in range(50)]
+    manifest, chunks = build_unsigned(
         many,
         name="city",
         version=5,
@@ -193,29 +210,29 @@ def _oversized(applied: wb.Bundle, b: wb.Bundle, k: Ed25519PrivateKey, f: Faces)
         dtype="float32",
         max_chunk_bytes=4 * 2**20,
     )
-    data, sig = wb.sign_manifest(manifest, k)
-    return wb.Bundle(data, sig, dict(enumerate(chunks)))
+    data, sig = sign_manifest(manifest, k)
+    return Bundle(data, sig, dict(enumerate(chunks)))
 
 
-def _wrong_watchlist(applied: wb.Bundle, b: wb.Bundle, k: Ed25519PrivateKey, f: Faces) -> wb.Bundle:
+def _wrong_watchlist(applied: Bundle, b: Bundle, k: Ed25519PrivateKey, f: Faces) -> Bundle:
     return make_bundle(f, k, version=5, name="elsewhere")
 
 
 @pytest.mark.parametrize(
     ("tamper", "error", "reason"),
     [
-        (_flip_chunk_byte, wb.ChunkHashError, "chunk_hash_mismatch"),
-        (_edit_manifest, wb.SignatureError, "bad_signature"),
-        (_other_key, wb.UnknownKeyError, "unknown_key"),
-        (_bad_signature_bytes, wb.SignatureError, "bad_signature"),
-        (_replay, wb.ReplayError, "replayed_version"),
-        (_older, wb.RollbackError, "older_version"),
-        (_wrong_space, wb.EmbeddingSpaceError, "wrong_embedding_space"),
-        (_missing_chunk, wb.ChunkMissingError, "missing_chunk"),
-        (_truncated, wb.ChunkFormatError, "chunk_malformed"),
-        (_expired, wb.BundleExpiredError, "expired"),
-        (_oversized, wb.ChunkTooLargeError, "chunk_too_large"),
-        (_wrong_watchlist, wb.WrongWatchlistError, "wrong_watchlist"),
+        (_flip_chunk_byte, ChunkHashError, "chunk_hash_mismatch"),
+        (_edit_manifest, SignatureError, "bad_signature"),
+        (_other_key, UnknownKeyError, "unknown_key"),
+        (_bad_signature_bytes, SignatureError, "bad_signature"),
+        (_replay, ReplayError, "replayed_version"),
+        (_older, RollbackError, "older_version"),
+        (_wrong_space, EmbeddingSpaceError, "wrong_embedding_space"),
+        (_missing_chunk, ChunkMissingError, "missing_chunk"),
+        (_truncated, ChunkFormatError, "chunk_malformed"),
+        (_expired, BundleExpiredError, "expired"),
+        (_oversized, ChunkTooLargeError, "chunk_too_large"),
+        (_wrong_watchlist, WrongWatchlistError, "wrong_watchlist"),
     ],
 )
 def test_a_bad_bundle_is_refused_with_its_own_error_and_audited_while_the_old_list_keeps_matching(
@@ -223,7 +240,7 @@ def test_a_bad_bundle_is_refused_with_its_own_error_and_audited_while_the_old_li
     faces: Faces,
     key: Ed25519PrivateKey,
     tamper: Tamper,
-    error: type[wb.BundleError],
+    error: type[BundleError],
     reason: str,
 ) -> None:
     k = keys_of(key)
@@ -231,7 +248,7 @@ def test_a_bad_bundle_is_refused_with_its_own_error_and_audited_while_the_old_li
     assert store.apply(good, k, embedding_space=faces.space, expected_name="city").ok  # type: ignore[arg-type]
     bad = tamper(good, make_bundle(faces, key, version=4), key, faces)
     with pytest.raises(error):
-        wb.verify_bundle(bad, k, embedding_space=faces.space, current_version=3, expected_name="city")  # type: ignore[arg-type]
+        verify_bundle(bad, k, embedding_space=faces.space, current_version=3, expected_name="city")  # type: ignore[arg-type]
     result = store.apply(bad, k, embedding_space=faces.space, expected_name="city")  # type: ignore[arg-type]
     assert not result.ok and result.reason == reason
     refusals = audit.records(store.conn, "watchlist.refused")
@@ -247,20 +264,20 @@ def test_a_removed_key_stops_verifying_and_a_second_trusted_key_allows_rotation(
     new = Ed25519PrivateKey.generate()
     both = {**keys_of(key), **keys_of(new)}
     b = make_bundle(faces, new, version=1)
-    wb.verify_bundle(b, both, embedding_space=faces.space, current_version=None)  # type: ignore[arg-type]
-    with pytest.raises(wb.UnknownKeyError):
-        wb.verify_bundle(b, keys_of(key), embedding_space=faces.space, current_version=None)  # type: ignore[arg-type]
+    verify_bundle(b, both, embedding_space=faces.space, current_version=None)  # type: ignore[arg-type]
+    with pytest.raises(UnknownKeyError):
+        verify_bundle(b, keys_of(key), embedding_space=faces.space, current_version=None)  # type: ignore[arg-type]
 
 
 def test_an_entry_stops_matching_when_its_expiry_passes(store: WatchlistStore, faces: Faces, key: Ed25519PrivateKey) -> None:
     soon = datetime.now(UTC) + timedelta(hours=1)
     entries = entries_for(faces, ["Mark", "Jack"])
-    entries[0] = wb.Entry("case-mark", entries[0].embeddings, expires_at=wb.format_time(soon))
-    manifest, chunks = wb.build_unsigned(
+    entries[0] = Entry("case-mark", entries[0].embeddings, expires_at=format_time(soon))
+    manifest, chunks = build_unsigned(
         entries, name="city", version=1, embedding_space=faces.space, expires_at=datetime.now(UTC) + timedelta(days=3)
     )
-    data, sig = wb.sign_manifest(manifest, key)
-    assert store.apply(wb.Bundle(data, sig, dict(enumerate(chunks))), keys_of(key), embedding_space=faces.space).ok  # type: ignore[arg-type]
+    data, sig = sign_manifest(manifest, key)
+    assert store.apply(Bundle(data, sig, dict(enumerate(chunks))), keys_of(key), embedding_space=faces.space).ok  # type: ignore[arg-type]
     m = Matcher.from_store(store, "city")
     assert m is not None
     before = m.search(faces.probe["Mark"][None], now=soon.timestamp() - 1)[0]

@@ -17,7 +17,10 @@ from edge import audit
 from edge.db import connect
 from edge.dbcheck import check_and_recover
 from edge.match import Matcher
-from edge.watchlist import bundle as wb
+from edge.watchlist.bundle import Bundle, build_unsigned, sign_manifest
+from edge.watchlist.chunks import Entry
+from edge.watchlist.keys import key_id
+from edge.watchlist.manifest import now_utc
 from edge.watchlist.store import STAGE_BATCH, Prepared, WatchlistStore
 from tools.synthetic import SPACE, random_entries, signed_bundle
 
@@ -28,15 +31,15 @@ def key() -> Ed25519PrivateKey:
 
 
 def keys(key: Ed25519PrivateKey) -> dict[str, object]:
-    return {wb.key_id(key.public_key()): key.public_key()}
+    return {key_id(key.public_key()): key.public_key()}
 
 
-def apply(store: WatchlistStore, b: wb.Bundle, key: Ed25519PrivateKey) -> object:
+def apply(store: WatchlistStore, b: Bundle, key: Ed25519PrivateKey) -> object:
     return store.apply(b, keys(key), embedding_space=SPACE)  # type: ignore[arg-type]
 
 
-def with_thresholds(entries: list[wb.Entry], value: float) -> list[wb.Entry]:
-    return [wb.Entry(e.entry_id, e.embeddings, threshold=value) for e in entries]
+def with_thresholds(entries: list[Entry], value: float) -> list[Entry]:
+    return [Entry(e.entry_id, e.embeddings, threshold=value) for e in entries]
 
 
 def test_a_threshold_of_minus_zero_is_stored_matched_and_triggers_no_rebuild(tmp_path: Path, key: Ed25519PrivateKey) -> None:
@@ -123,12 +126,12 @@ def test_a_signed_version_beyond_sqlite_integers_is_refused_with_a_reason_and_au
     tmp_path: Path, key: Ed25519PrivateKey
 ) -> None:
     store = WatchlistStore(connect(tmp_path / "edge.db"))
-    manifest, chunks = wb.build_unsigned(
+    manifest, chunks = build_unsigned(
         random_entries(3), name="fleet", version=2**63, embedding_space=SPACE,
-        expires_at=wb.now_utc().replace(year=wb.now_utc().year + 1),
+        expires_at=now_utc().replace(year=now_utc().year + 1),
     )  # fmt: skip
-    data, sig = wb.sign_manifest(manifest, key)
-    result = store.apply(wb.Bundle(data, sig, dict(enumerate(chunks))), keys(key), embedding_space=SPACE)  # type: ignore[arg-type]
+    data, sig = sign_manifest(manifest, key)
+    result = store.apply(Bundle(data, sig, dict(enumerate(chunks))), keys(key), embedding_space=SPACE)  # type: ignore[arg-type]
     assert not result.ok and result.reason == "version_out_of_range"
     assert audit.records(store.conn, "watchlist.refused")[-1].outcome == "version_out_of_range"
 

@@ -18,7 +18,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.cli import main
-from edge.watchlist.bundle import Entry, build_unsigned, generate_keypair, load_private_key, now_utc, sign_manifest, write_bundle
+from edge.watchlist.bundle import build_unsigned, sign_manifest, write_bundle
+from edge.watchlist.chunks import Entry
+from edge.watchlist.keys import generate_keypair, load_private_key
+from edge.watchlist.manifest import now_utc
 from tests.broker import Broker
 from tests.mqtt_helpers import publish_bundle_unchecked
 

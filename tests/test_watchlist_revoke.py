@@ -28,7 +28,8 @@ from edge.dbcheck import check_and_recover
 from edge.match import Matcher
 from edge.publish import chunk_topic, manifest_topic
 from edge.schemas import load as load_schema
-from edge.watchlist import bundle as wb
+from edge.watchlist.bundle import Bundle, b64, build_unsigned, sign_manifest
+from edge.watchlist.keys import key_id
 from edge.watchlist.revoke import apply_revoke, sign_revoke
 from edge.watchlist.store import WatchlistStore
 from tests.broker import Broker
@@ -44,18 +45,16 @@ def key() -> Ed25519PrivateKey:
 
 
 def keys(key: Ed25519PrivateKey) -> dict[str, object]:
-    return {wb.key_id(key.public_key()): key.public_key()}
+    return {key_id(key.public_key()): key.public_key()}
 
 
-def bundle(
-    key: Ed25519PrivateKey, version: int, *, issued: datetime, n: int = 6, space: str = SPACE, dim: int = 192
-) -> wb.Bundle:
-    manifest, chunks = wb.build_unsigned(
+def bundle(key: Ed25519PrivateKey, version: int, *, issued: datetime, n: int = 6, space: str = SPACE, dim: int = 192) -> Bundle:
+    manifest, chunks = build_unsigned(
         random_entries(n, dimension=dim), name="fleet", version=version, embedding_space=space,
         expires_at=NOW + timedelta(days=30), issued_at=issued,
     )  # fmt: skip
-    data, sig = wb.sign_manifest(manifest, key)
-    return wb.Bundle(data, sig, dict(enumerate(chunks)))
+    data, sig = sign_manifest(manifest, key)
+    return Bundle(data, sig, dict(enumerate(chunks)))
 
 
 def revoke(store: WatchlistStore, key: Ed25519PrivateKey, seq: int, ids: list[str], *, version: int = 1,
@@ -147,13 +146,13 @@ def test_a_revocation_file_is_applied_locally_and_a_malformed_one_is_refused_cle
 # --- end to end: daemon, broker, operator command ------------------------------------------------
 
 
-def publish_bundle(port: int, b: wb.Bundle) -> None:
+def publish_bundle(port: int, b: Bundle) -> None:
     m = b.manifest()
     c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     c.connect("127.0.0.1", port)
     c.loop_start()
     infos = [c.publish(chunk_topic(m.name, m.version, i), data, qos=1, retain=True) for i, data in sorted(b.chunks.items())]
-    doc = {"schema": "edge.watchlist-bundle/1", "manifest": b.manifest_bytes.decode(), "signature": wb.b64(b.signature)}
+    doc = {"schema": "edge.watchlist-bundle/1", "manifest": b.manifest_bytes.decode(), "signature": b64(b.signature)}
     infos.append(c.publish(manifest_topic(m.name), json.dumps(doc), qos=1, retain=True))
     for info in infos:
         info.wait_for_publish(10)

@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge import audit
 from edge.publish import chunk_topic, manifest_topic
-from edge.watchlist import bundle as wb
 from edge.watchlist import sync as sync_module
+from edge.watchlist.bundle import b64, build_unsigned, sign_manifest
+from edge.watchlist.keys import key_id
 from edge.watchlist.sync import WatchlistSync
 from tools.synthetic import SPACE, random_entries
 
@@ -29,7 +30,7 @@ KEY = Ed25519PrivateKey.generate()
 def make_sync(tmp: Path, timeout_s: float = 300.0) -> tuple[WatchlistSync, list[dict[str, Any]]]:
     acks: list[dict[str, Any]] = []
     s = WatchlistSync(
-        tmp / "edge.db", name="fleet", keys={wb.key_id(KEY.public_key()): KEY.public_key()}, embedding_space=SPACE,
+        tmp / "edge.db", name="fleet", keys={key_id(KEY.public_key()): KEY.public_key()}, embedding_space=SPACE,
         timeout_s=timeout_s, on_applied=lambda m: None, send_ack=acks.append,
     )  # fmt: skip
     return s, acks
@@ -37,7 +38,7 @@ def make_sync(tmp: Path, timeout_s: float = 300.0) -> tuple[WatchlistSync, list[
 
 def manifest_message(manifest_bytes: bytes, signature: bytes = b"\0" * 64) -> bytes:
     return json.dumps(
-        {"schema": "edge.watchlist-bundle/1", "manifest": manifest_bytes.decode(), "signature": wb.b64(signature)}
+        {"schema": "edge.watchlist-bundle/1", "manifest": manifest_bytes.decode(), "signature": b64(signature)}
     ).encode()
 
 
@@ -51,10 +52,10 @@ def test_a_deeply_nested_manifest_message_is_refused_audited_and_acked(tmp_path:
 
 def test_a_signed_version_of_2_to_the_63_is_refused_audited_and_acked(tmp_path: Path) -> None:
     s, acks = make_sync(tmp_path)
-    manifest, _ = wb.build_unsigned(
+    manifest, _ = build_unsigned(
         random_entries(2), name="fleet", version=2**63, embedding_space=SPACE, expires_at=datetime.now(UTC) + timedelta(days=1)
     )
-    data, sig = wb.sign_manifest(manifest, KEY)
+    data, sig = sign_manifest(manifest, KEY)
     s.process_safely(manifest_topic("fleet"), manifest_message(data, sig))
     [ack] = acks
     assert ack["reason"] == "version_out_of_range"
@@ -95,7 +96,7 @@ def test_refused_messages_are_remembered_within_a_bound_and_attacker_strings_are
     assert len(acks) == sync_module.MAX_SEEN_REFUSED + 100, "each distinct refusal is acked once"
     s.process_safely(manifest_topic("fleet"), b"not json 300")  # seen recently: not audited again
     assert len(acks) == sync_module.MAX_SEEN_REFUSED + 100
-    doc = json.loads(wb.build_unsigned(random_entries(1), name="fleet", version=3, embedding_space=SPACE,
+    doc = json.loads(build_unsigned(random_entries(1), name="fleet", version=3, embedding_space=SPACE,
                                        expires_at=datetime.now(UTC) + timedelta(days=1))[0].to_bytes())  # fmt: skip
     doc["key_id"] = "k" * (2 * 1024 * 1024)
     doc["issued_at"] = "t" * (2 * 1024 * 1024)

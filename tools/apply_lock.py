@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from edge.db import connect  # noqa: E402
 from edge.outbox import Outbox, StorageError  # noqa: E402
 from edge.watchlist import store as store_module  # noqa: E402
-from edge.watchlist.bundle import key_id  # noqa: E402
+from edge.watchlist.keys import key_id  # noqa: E402
 from edge.watchlist.store import WatchlistStore  # noqa: E402
 from tools.synthetic import SPACE, random_entries, signed_bundle  # noqa: E402
 

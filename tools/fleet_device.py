@@ -24,7 +24,7 @@ from edge.daemon import iso
 from edge.match import Matcher
 from edge.outbox import Outbox
 from edge.publish import BrokerOptions, Publisher, ack_topic, hits_topic
-from edge.watchlist.bundle import key_id, load_public_key
+from edge.watchlist.keys import key_id, load_public_key
 from edge.watchlist.sync import WatchlistSync
 from tools.synthetic import SPACE, hit_payload
 

@@ -41,7 +41,8 @@ if str(ROOT) not in sys.path:
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from edge.watchlist.bundle import generate_keypair, load_private_key, write_bundle  # noqa: E402
+from edge.watchlist.bundle import write_bundle  # noqa: E402
+from edge.watchlist.keys import generate_keypair, load_private_key  # noqa: E402
 from tools import central_load  # noqa: E402
 from tools.fleet_device import run_worker  # noqa: E402
 from tools.mosquitto import Broker  # noqa: E402

@@ -12,27 +12,28 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.watchlist import bundle as wb
+from edge.watchlist.bundle import Bundle, build_unsigned, sign_manifest
+from edge.watchlist.chunks import Entry
 
 SPACE = "synthetic-space"
 DIMENSION = 192
 
 
-def random_entries(n: int, *, dimension: int = DIMENSION, seed: int = 0) -> list[wb.Entry]:
+def random_entries(n: int, *, dimension: int = DIMENSION, seed: int = 0) -> list[Entry]:
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((n, dimension)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return [wb.Entry(f"e{i:07d}", vectors[i : i + 1]) for i in range(n)]
+    return [Entry(f"e{i:07d}", vectors[i : i + 1]) for i in range(n)]
 
 
 def signed_bundle(
-    entries: list[wb.Entry], key: Ed25519PrivateKey, *, name: str = "fleet", version: int = 1, space: str = SPACE
-) -> wb.Bundle:
-    manifest, chunks = wb.build_unsigned(
+    entries: list[Entry], key: Ed25519PrivateKey, *, name: str = "fleet", version: int = 1, space: str = SPACE
+) -> Bundle:
+    manifest, chunks = build_unsigned(
         entries, name=name, version=version, embedding_space=space, expires_at=datetime.now(UTC) + timedelta(days=30)
     )
-    manifest_bytes, signature = wb.sign_manifest(manifest, key)
-    return wb.Bundle(manifest_bytes, signature, dict(enumerate(chunks)))
+    manifest_bytes, signature = sign_manifest(manifest, key)
+    return Bundle(manifest_bytes, signature, dict(enumerate(chunks)))
 
 
 def hit_payload(device_id: str, *, event_id: str | None = None, first_seen: str, entry_id: str = "e0000001") -> dict[str, object]:

@@ -17,7 +17,7 @@ from edge.analyze import FaceAnalyser
 from edge.errors import EdgeError, ImageDecodeError
 from edge.sources import IMAGE_SUFFIXES, load_image
 from edge.untrusted import read_csv
-from edge.watchlist.bundle import ENTRY_ID_RE, Entry
+from edge.watchlist.chunks import ENTRY_ID_RE, Entry
 
 # A second face at least this share of the main face's area makes the photo ambiguous.
 AMBIGUOUS_AREA_SHARE = 0.25

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import EdgeError
-from edge.watchlist.bundle import BundleError, load_private_key, parse_manifest, trusted_keys
+from edge.watchlist.errors import BundleError
+from edge.watchlist.keys import load_private_key, trusted_keys
+from edge.watchlist.manifest import parse_manifest
 from edge.watchlist.revoke import Revoke, from_message, parse_revoke, sign_revoke, to_message
 
 log = logging.getLogger(__name__)

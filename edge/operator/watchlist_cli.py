@@ -10,22 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import EdgeError
-from edge.watchlist.bundle import (
-    Bundle,
-    BundleError,
-    build_unsigned,
-    generate_keypair,
-    iter_entries,
-    key_id,
-    load_private_key,
-    now_utc,
-    parse_manifest,
-    read_bundle,
-    sign_manifest,
-    trusted_keys,
-    verify_bundle,
-    write_bundle,
-)
+from edge.watchlist.bundle import Bundle, build_unsigned, iter_entries, read_bundle, sign_manifest, verify_bundle, write_bundle
+from edge.watchlist.errors import BundleError
+from edge.watchlist.keys import generate_keypair, key_id, load_private_key, trusted_keys
+from edge.watchlist.manifest import now_utc, parse_manifest
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +39,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         key, pub = generate_keypair(out)
     except OSError as exc:
         raise EdgeError(f"cannot write keys into {out} ({exc.strerror or exc})") from exc
-    from edge.watchlist.bundle import load_public_key
+    from edge.watchlist.keys import load_public_key
 
     print(f"private key {key} (mode 0600; keep it offline), public key {pub}, key id {key_id(load_public_key(pub))}")
     return 0
@@ -104,7 +92,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def expiry(expires_at: str) -> str:
     """'expires <time> (in N days)', or 'EXPIRED <time>': devices stop matching a bundle's entries when it expires."""
-    from edge.watchlist.bundle import parse_time
+    from edge.watchlist.manifest import parse_time
 
     try:
         left = parse_time(expires_at, "expires_at") - now_utc()

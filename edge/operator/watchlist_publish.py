@@ -31,17 +31,10 @@ from edge.publish import (
     make_client,
     manifest_topic,
 )
-from edge.watchlist.bundle import (
-    BundleError,
-    Manifest,
-    b64,
-    check_contents,
-    parse_manifest,
-    read_bundle,
-    trusted_keys,
-    verify_bundle,
-    verify_signature,
-)
+from edge.watchlist.bundle import b64, check_contents, read_bundle, verify_bundle, verify_signature
+from edge.watchlist.errors import BundleError
+from edge.watchlist.keys import trusted_keys
+from edge.watchlist.manifest import Manifest, parse_manifest
 
 log = logging.getLogger(__name__)
 

@@ -30,20 +30,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from edge import audit
 from edge.errors import InputFormatError
 from edge.untrusted import load_json
-from edge.watchlist.bundle import (
-    ENTRY_ID_RE,
-    KEY_ID_RE,
-    MAX_INT,
-    NAME_RE,
-    BundleError,
-    SignatureError,
-    UnknownKeyError,
-    WrongWatchlistError,
-    format_time,
-    key_id,
-    now_utc,
-    parse_time,
-)
+from edge.watchlist.chunks import ENTRY_ID_RE
+from edge.watchlist.errors import BundleError, SignatureError, UnknownKeyError, WrongWatchlistError
+from edge.watchlist.keys import key_id
+from edge.watchlist.manifest import KEY_ID_RE, MAX_INT, NAME_RE, format_time, now_utc, parse_time
 from edge.watchlist.state import Revocation
 from edge.watchlist.store import ApplyResult, WatchlistStore, clip
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.watchlist.bundle import BundleError, RollbackError, parse_time
+from edge.watchlist.errors import BundleError, RollbackError
+from edge.watchlist.manifest import parse_time
 
 log = logging.getLogger(__name__)
 

@@ -29,17 +29,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge import audit
 from edge.db import immediate
-from edge.watchlist.bundle import (
-    DTYPES,
-    Bundle,
-    BundleError,
-    Entry,
-    Manifest,
-    check_version,
-    format_time,
-    now_utc,
-    verify_bundle,
-)
+from edge.watchlist.bundle import Bundle, check_version, verify_bundle
+from edge.watchlist.chunks import Entry
+from edge.watchlist.errors import BundleError
+from edge.watchlist.manifest import DTYPES, Manifest, format_time, now_utc
 from edge.watchlist.state import Revocation, WatchlistState, state_path_for
 
 log = logging.getLogger(__name__)

@@ -35,17 +35,9 @@ from edge.errors import InputFormatError
 from edge.match import Matcher
 from edge.publish import PREFIX, manifest_topic, revoke_topic
 from edge.untrusted import load_json
-from edge.watchlist.bundle import (
-    Bundle,
-    BundleError,
-    ChunkMissingError,
-    Manifest,
-    ManifestFormatError,
-    check_manifest,
-    format_time,
-    now_utc,
-    verify_signature,
-)
+from edge.watchlist.bundle import Bundle, check_manifest, verify_signature
+from edge.watchlist.errors import BundleError, ChunkMissingError, ManifestFormatError
+from edge.watchlist.manifest import Manifest, format_time, now_utc
 from edge.watchlist.revoke import apply_revoke, from_message, parse_revoke, refuse_revoke
 from edge.watchlist.store import ApplyResult, WatchlistStore
 

@@ -13,7 +13,10 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.errors import EdgeError
-from edge.watchlist import bundle as wb
+from edge.watchlist.bundle import build_unsigned, sign_manifest
+from edge.watchlist.chunks import Entry, decode_chunk, encode_chunk
+from edge.watchlist.keys import key_id
+from edge.watchlist.manifest import format_time
 
 # --- targets ------------------------------------------------------------------------------------
 
@@ -79,20 +82,18 @@ class BundleKit:
         for i in range(6):
             emb = np_rng.standard_normal((1 + i % 3, 32)).astype(np.float32)
             emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-            expires = wb.format_time(datetime.now(UTC) + timedelta(days=30)) if i % 2 else None
+            expires = format_time(datetime.now(UTC) + timedelta(days=30)) if i % 2 else None
             entries.append(
-                wb.Entry(
-                    f"case-{i:04d}", emb, label="L" if i == 0 else None, expires_at=expires, threshold=0.6 if i == 1 else None
-                )
+                Entry(f"case-{i:04d}", emb, label="L" if i == 0 else None, expires_at=expires, threshold=0.6 if i == 1 else None)
             )
         self.key = Ed25519PrivateKey.generate()
         self.other_key = Ed25519PrivateKey.generate()
-        self.keys = {wb.key_id(self.key.public_key()): self.key.public_key()}
+        self.keys = {key_id(self.key.public_key()): self.key.public_key()}
         self.space = "space-" + "a" * 58
-        manifest, self.chunks = wb.build_unsigned(
+        manifest, self.chunks = build_unsigned(
             entries, name="city", version=5, embedding_space=self.space,
             expires_at=datetime.now(UTC) + timedelta(days=60), max_chunk_bytes=400,
         )  # fmt: skip
-        self.manifest_bytes, self.signature = wb.sign_manifest(manifest, self.key)
+        self.manifest_bytes, self.signature = sign_manifest(manifest, self.key)
         self.manifest_doc = json.loads(self.manifest_bytes)
-        self.chunks32 = [wb.encode_chunk(wb.decode_chunk(c, "float16", 32), "float32") for c in self.chunks]
+        self.chunks32 = [encode_chunk(decode_chunk(c, "float16", 32), "float32") for c in self.chunks]

@@ -9,7 +9,9 @@ import random
 import shutil
 from pathlib import Path
 
-from edge.watchlist import bundle as wb
+from edge.watchlist.bundle import check_manifest, read_bundle, verify_bundle
+from edge.watchlist.chunks import MAGIC, decode_chunk
+from edge.watchlist.manifest import chunk_name, parse_manifest
 from tools.fuzzing.base import BundleKit, Target, _keys_of
 from tools.fuzzing.mutator import Mutator
 
@@ -30,9 +32,9 @@ class ManifestTarget(Target):
         return self.m.random_bytes()
 
     def run(self, case: bytes) -> bool:
-        m = wb.parse_manifest(case)
+        m = parse_manifest(case)
         _ = m.sha256  # what the store records: must not fail on anything the parser accepted
-        wb.check_manifest(m, embedding_space=self.kit.space, current_version=4, expected_name="city")
+        check_manifest(m, embedding_space=self.kit.space, current_version=4, expected_name="city")
         return True
 
 
@@ -47,8 +49,8 @@ class ChunkTarget(Target):
 
     @staticmethod
     def _split(chunk: bytes) -> tuple[bytes, bytes]:
-        head = len(wb.MAGIC) + 4
-        n = int.from_bytes(chunk[len(wb.MAGIC) : head], "big")
+        head = len(MAGIC) + 4
+        n = int.from_bytes(chunk[len(MAGIC) : head], "big")
         return chunk[head : head + n], chunk[head + n :]
 
     def generate(self) -> tuple[bytes, str, int]:
@@ -61,7 +63,7 @@ class ChunkTarget(Target):
             meta, body = self._split(data)
             table = self.m.dump_json(self.m.mutate_json(json.loads(meta)))
             length = len(table) if self.rng.random() < 0.9 else self.rng.choice([0, len(table) + 1, 2**32 - 1])
-            data = wb.MAGIC + length.to_bytes(4, "big") + table + body
+            data = MAGIC + length.to_bytes(4, "big") + table + body
         elif r < 0.6:  # embeddings altered: NaN, infinity, zeros, cut or padded
             meta, body = self._split(data)
             arr = bytearray(body)
@@ -75,16 +77,16 @@ class ChunkTarget(Target):
                 arr = arr[: self.rng.randrange(len(arr) + 1)]
             else:
                 arr += self.rng.randbytes(self.rng.choice([1, 2, 64]))
-            data = wb.MAGIC + len(meta).to_bytes(4, "big") + meta + bytes(arr)
+            data = MAGIC + len(meta).to_bytes(4, "big") + meta + bytes(arr)
         elif r < 0.95:
             data = self.m.mutate_bytes(data, [s for s, _ in self.seeds])
         else:
-            data = (wb.MAGIC if self.rng.random() < 0.5 else b"") + self.m.random_bytes()
+            data = (MAGIC if self.rng.random() < 0.5 else b"") + self.m.random_bytes()
         return data, dtype, dimension
 
     def run(self, case: tuple[bytes, str, int]) -> bool:
         data, dtype, dimension = case
-        wb.decode_chunk(data, dtype, dimension, name="chunks/00000.bin")
+        decode_chunk(data, dtype, dimension, name="chunks/00000.bin")
         return True
 
     def describe(self, case: tuple[bytes, str, int]) -> bytes:
@@ -138,9 +140,9 @@ class FolderTarget(Target):
         files["manifest.json"] = manifest
         files["manifest.sig"] = signature
         for i, c in enumerate(chunks):
-            files[wb.chunk_name(i)] = c
+            files[chunk_name(i)] = c
         if rng.random() < 0.05:
-            files[wb.chunk_name(len(chunks))] = kit.chunks[0]  # an extra, unlisted chunk
+            files[chunk_name(len(chunks))] = kit.chunks[0]  # an extra, unlisted chunk
         return files, rng.choice([None, 4, 5])  # and the version the device holds
 
     def run(self, case: tuple[dict[str, bytes | None], int | None]) -> bool:
@@ -150,8 +152,8 @@ class FolderTarget(Target):
         for rel, data in files.items():
             if data is not None:
                 (self.folder / rel).write_bytes(data)
-        bundle = wb.read_bundle(self.folder)
-        wb.verify_bundle(bundle, self.kit.keys, embedding_space=self.kit.space, current_version=current, expected_name="city")
+        bundle = read_bundle(self.folder)
+        verify_bundle(bundle, self.kit.keys, embedding_space=self.kit.space, current_version=current, expected_name="city")
         return True
 
     def describe(self, case: tuple[dict[str, bytes | None], int | None]) -> bytes:

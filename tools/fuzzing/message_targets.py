@@ -11,7 +11,8 @@ from typing import Any
 
 from edge.central.ingest import ingest
 from edge.central.store import Store
-from edge.watchlist import bundle as wb
+from edge.watchlist.bundle import b64
+from edge.watchlist.keys import key_id
 from tools.fuzzing.base import BundleKit, Target, _keys_of
 from tools.fuzzing.mutator import Mutator
 
@@ -123,7 +124,7 @@ class SyncTarget(Target):
         from edge.watchlist.revoke import sign_revoke
 
         self.envelope = {"schema": "edge.watchlist-bundle/1", "manifest": kit.manifest_bytes.decode(),
-                         "signature": wb.b64(kit.signature)}  # fmt: skip
+                         "signature": b64(kit.signature)}  # fmt: skip
         data, _ = sign_revoke(kit.key, name="city", sequence=3, version=5, entry_ids=["case-0001", "case-0002"])
         self.revoke_doc = json.loads(data)
         self.m = Mutator(rng, _keys_of(kit.manifest_doc, self.envelope, self.revoke_doc))
@@ -148,7 +149,7 @@ class SyncTarget(Target):
         r = self.rng.random()
         key = self.kit.key if r < 0.75 else self.kit.other_key
         if isinstance(doc, dict) and r < 0.9 and self.rng.random() < 0.8:
-            doc = dict(doc, **{key_field: wb.key_id(key.public_key())})
+            doc = dict(doc, **{key_field: key_id(key.public_key())})
             data = self.m.dump_json(doc)
         return data, key.sign(data)
 
@@ -163,7 +164,7 @@ class SyncTarget(Target):
                 if isinstance(doc, dict) and rng.random() < 0.5:
                     doc["version"] = rng.choice([1, 4, 5, 6, 7, 2**63 - 1, 2**63, -1, 0])
                 data, sig = self._signed(doc, "key_id")
-                env = dict(self.envelope, manifest=data.decode("utf-8", "surrogatepass"), signature=wb.b64(sig))
+                env = dict(self.envelope, manifest=data.decode("utf-8", "surrogatepass"), signature=b64(sig))
                 payload = self.m.dump_json(env)
             elif s < 0.75:
                 payload = self.m.dump_json(self.m.mutate_json(self.envelope))
@@ -179,7 +180,7 @@ class SyncTarget(Target):
             if isinstance(doc, dict) and rng.random() < 0.6:
                 doc["sequence"] = rng.choice([self.runs + 1, self.runs + 1, 1, 3, 2**63, 0, -5])
             data, sig = self._signed(doc, "key_id")
-            env = {"schema": MESSAGE_SCHEMA, "revoke": data.decode("utf-8", "surrogatepass"), "signature": wb.b64(sig)}
+            env = {"schema": MESSAGE_SCHEMA, "revoke": data.decode("utf-8", "surrogatepass"), "signature": b64(sig)}
             t = rng.random()
             payload = self.m.dump_json(env) if t < 0.7 else self.m.dump_json(self.m.mutate_json(env)) if t < 0.85 else (
                 self.m.mutate_bytes(self.m.dump_json(env)))  # fmt: skip

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.sources import IMAGE_SUFFIXES
-from edge.watchlist.bundle import ENTRY_ID_RE
+from edge.watchlist.chunks import ENTRY_ID_RE
 
 log = logging.getLogger(__name__)
 MAX_PHOTOS_SHOWN = 6

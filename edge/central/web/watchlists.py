@@ -58,7 +58,8 @@ def _published(console: Console) -> dict[str, Any]:
 
 
 def list_bundles(console: Console) -> list[dict[str, Any]]:
-    from edge.watchlist.bundle import BundleError, parse_manifest
+    from edge.watchlist.errors import BundleError
+    from edge.watchlist.manifest import parse_manifest
 
     published = _published(console)
     out: list[dict[str, Any]] = []
@@ -83,7 +84,8 @@ def build(console: Console, name: str, version: int, expires_days: float) -> tup
     from edge.analyze import FaceAnalyser
     from edge.config import RecognitionSettings
     from edge.operator.enrol import enrol, requests_from_folder
-    from edge.watchlist.bundle import build_unsigned, now_utc, write_bundle
+    from edge.watchlist.bundle import build_unsigned, write_bundle
+    from edge.watchlist.manifest import now_utc
 
     if console.config.photos_dir is None:
         raise EdgeError("the console was started without --photos: there is nothing to build from")
@@ -104,7 +106,9 @@ def build(console: Console, name: str, version: int, expires_days: float) -> tup
 
 def attach_signature(console: Console, folder: Path, manifest_bytes: bytes, signature: bytes) -> None:
     """Accept a manifest signed offline only if it is the one built here, and its signature verifies."""
-    from edge.watchlist.bundle import parse_manifest, trusted_keys, verify_signature
+    from edge.watchlist.bundle import verify_signature
+    from edge.watchlist.keys import trusted_keys
+    from edge.watchlist.manifest import parse_manifest
 
     built = parse_manifest((folder / "manifest.json").read_bytes())
     signed = parse_manifest(manifest_bytes)
@@ -126,7 +130,7 @@ def publish(console: Console, folder: Path, by: str) -> str:
     if not console.config.public_keys:
         raise EdgeError("the console trusts no public key (start it with --public-key)")
     published = _published(console)
-    from edge.watchlist.bundle import parse_manifest, parse_time
+    from edge.watchlist.manifest import parse_manifest, parse_time
 
     name = parse_manifest((folder / "manifest.json").read_bytes()).name
     current = published.get(name, {}).get("version")
