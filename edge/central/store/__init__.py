@@ -13,10 +13,11 @@ from edge.central.store.records import (
     RevocationAck,
 )
 from edge.central.store.schema import DECISIONS, STATE_OF
-from edge.central.store.store import Store
+from edge.central.store.store import STALE_AFTER_S, Store
 
 __all__ = [
     "DECISIONS",
+    "STALE_AFTER_S",
     "STATE_OF",
     "AuditEntry",
     "DeviceView",

@@ -33,7 +33,9 @@ from edge.central.store.records import (
 
 log = logging.getLogger(__name__)
 
-STALE_AFTER_S = 120.0  # a device silent this long is not online, whatever its last status said (heartbeat: 30 s)
+STALE_AFTER_S = (
+    120.0  # a device silent this long is not online in either console, whatever its last status said (heartbeat: 30 s)
+)
 _PREFIX = re.compile(r"^[0-9a-fA-F-]{4,64}$")
 
 

@@ -7,10 +7,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from edge.central.store import RevocationAck
-
-# A device that sent no live status for this long is shown as silent even if its last status said online.
-SILENT_AFTER_S = 180.0
+from edge.central.store import STALE_AFTER_S, RevocationAck
 
 _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 _SECRET_PAIRS = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key|key)(\s*[=:]\s*)\S+")
@@ -50,7 +47,7 @@ def device_view(
     except ValueError:
         doc = {}
     heard = row.get("heard_at")
-    silent = heard is None or (now - heard).total_seconds() > SILENT_AFTER_S
+    silent = heard is None or (now - heard).total_seconds() > STALE_AFTER_S
     state = row.get("state") or "unknown"
     shown = "offline" if state == "offline" else ("silent" if silent else state)
     wl = doc.get("watchlist") if isinstance(doc.get("watchlist"), dict) else {}
