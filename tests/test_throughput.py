@@ -14,8 +14,9 @@ from edge.match import Match, MatcherHolder
 from edge.measure.bench import synthetic_frame
 from edge.measure.stream import compare, load_people, make_clip
 from edge.motion import MotionGate
-from edge.pipeline import FramePipeline, windows
+from edge.pipeline import FramePipeline
 from edge.quality import Quality
+from edge.regions import windows
 from edge.sources import JpegPicture, RawPicture
 from edge.track import Observation, Tracker
 
