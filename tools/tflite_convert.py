@@ -8,6 +8,7 @@ files and the hashes in ``models/manifest.json`` hold.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -125,3 +126,29 @@ def dequantise(y: np.ndarray, details: dict[str, Any]) -> np.ndarray:
     scale, zero = details["quantization"]
     out: np.ndarray = (y.astype(np.float32) - zero) * scale
     return out
+
+
+def check_files(
+    listed: dict[str, dict[str, Any] | None], models: Path, manifest_name: str, *, optional: frozenset[str] = frozenset()
+) -> int:
+    """Print ok/BAD for each built file against its manifest entry; the number that are missing or differ.
+
+    ``optional``: files that need not be present (an unshipped reference); absent, they are reported, not counted.
+    """
+    failures = 0
+    for name, entry in listed.items():
+        if entry is None:
+            print(f"BAD      {name}: not in {manifest_name}")
+            failures += 1
+            continue
+        path = models / entry["file"]
+        if not path.is_file():
+            ok = name in optional
+            print(f"{'absent  ' if ok else 'BAD     '} {name}: {entry['file']} {'(not shipped)' if ok else 'is missing'}")
+            failures += 0 if ok else 1
+            continue
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        good = digest == entry["sha256"]
+        print(f"{'ok      ' if good else 'BAD     '} {name}: {entry['file']}{'' if good else f' has sha256 {digest}'}")
+        failures += 0 if good else 1
+    return failures

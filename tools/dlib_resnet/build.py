@@ -108,24 +108,10 @@ def entries(hashes: dict[str, tuple[str, int]]) -> tuple[dict[str, Any], dict[st
 
 def check(manifest: dict[str, Any]) -> int:
     """Verify the dlib files present against the manifest; the unshipped float32 reference may be absent."""
-    failures = 0
+    from tools.tflite_convert import check_files
+
     listed = {n: manifest["models"].get(n) for n in (FLOAT, INT8)} | {REFERENCE: manifest.get("references", {}).get(REFERENCE)}
-    for name, entry in listed.items():
-        if entry is None:
-            print(f"BAD      {name}: not in {MANIFEST.name}")
-            failures += 1
-            continue
-        path = MODELS / entry["file"]
-        if not path.is_file():
-            ok = name == REFERENCE
-            print(f"{'absent  ' if ok else 'BAD     '} {name}: {entry['file']} {'(not shipped)' if ok else 'is missing'}")
-            failures += 0 if ok else 1
-            continue
-        digest = sha256(path.read_bytes())
-        good = digest == entry["sha256"]
-        print(f"{'ok      ' if good else 'BAD     '} {name}: {entry['file']}{'' if good else f' has sha256 {digest}'}")
-        failures += 0 if good else 1
-    return failures
+    return check_files(listed, MODELS, MANIFEST.name, optional=frozenset({REFERENCE}))
 
 
 def build(faces: Path) -> dict[str, bytes]:

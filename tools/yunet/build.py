@@ -96,23 +96,9 @@ def entry(name: str, digest: str, size: int) -> dict[str, Any]:
 
 def check(manifest: dict[str, Any]) -> int:
     """The number of YuNet files missing or differing from their manifest entries."""
-    failures = 0
-    for name in FILES:
-        listed = manifest["models"].get(name)
-        if listed is None:
-            print(f"BAD      {name}: not in {MANIFEST.name}")
-            failures += 1
-            continue
-        path = MODELS / listed["file"]
-        if not path.is_file():
-            print(f"BAD      {name}: {listed['file']} is missing")
-            failures += 1
-            continue
-        digest = sha256(path.read_bytes())
-        good = digest == listed["sha256"]
-        print(f"{'ok      ' if good else 'BAD     '} {name}: {listed['file']}{'' if good else f' has sha256 {digest}'}")
-        failures += 0 if good else 1
-    return failures
+    from tools.tflite_convert import check_files
+
+    return check_files({name: manifest["models"].get(name) for name in FILES}, MODELS, MANIFEST.name)
 
 
 def build() -> dict[str, bytes]:
