@@ -404,18 +404,30 @@ class Store:
             rows = c.execute(select(t.published_watchlists).order_by(p.id)).all()
         return {r.name: Published(r.name, int(r.version), r.sha256, r.expires_at, r.published_at, r.published_by) for r in rows}
 
+    def revocations(self) -> dict[str, RevocationAck]:
+        """Each device's latest answer to a signed revocation (kept apart from its bundle answers)."""
+        a = t.watchlist_acks.c
+        latest = select(func.max(a.id)).where(a.kind == "revoke").group_by(a.device_id)
+        with self.engine.connect() as c:
+            rows = c.execute(select(t.watchlist_acks).where(a.id.in_(latest))).all()
+        return {
+            r.device_id: RevocationAck(
+                None if r.revoke_sequence is None else int(r.revoke_sequence), r.outcome,
+                None if r.removed is None else int(r.removed), r.reason, r.message,
+            )
+            for r in rows
+        }  # fmt: skip
+
     def devices(self, *, stale_after_s: float = STALE_AFTER_S, at: datetime | None = None) -> list[DeviceView]:
         at = at or now()
         published = self.published()
+        revocations = self.revocations()
         a = t.watchlist_acks.c
         with self.engine.connect() as c:
             status = c.execute(select(t.device_status).order_by(t.device_status.c.device_id)).all()
-            # The latest answer to a bundle and, separately, to a revocation: one does not hide the other.
-            latest_ack = select(a.device_id, a.kind, func.max(a.id).label("id")).group_by(a.device_id, a.kind).subquery()
-            acks: dict[str, Any] = {}
-            revocations: dict[str, Any] = {}
-            for r in c.execute(select(t.watchlist_acks).join(latest_ack, a.id == latest_ack.c.id)).all():
-                (revocations if r.kind == "revoke" else acks)[r.device_id] = r
+            # The latest answer to a bundle: a later revocation answer does not hide it.
+            latest_ack = select(func.max(a.id)).where(a.kind != "revoke").group_by(a.device_id)
+            acks = {r.device_id: r for r in c.execute(select(t.watchlist_acks).where(a.id.in_(latest_ack))).all()}
             audit = dict(c.execute(select(t.audit_heads.c.device_id, t.audit_heads.c.problem)).all())
         out = []
         for s in status:
@@ -426,15 +438,10 @@ class Store:
                 pub = next(iter(published.values()))  # a device that has no watchlist yet is behind the fleet's one
             ack = acks.get(s.device_id)
             refused = (ack.version, ack.reason, ack.message) if ack is not None and ack.outcome == "refused" else None
-            rv = revocations.get(s.device_id)
-            revocation = None if rv is None else RevocationAck(
-                None if rv.revoke_sequence is None else int(rv.revoke_sequence), rv.outcome,
-                None if rv.removed is None else int(rv.removed), rv.reason, rv.message,
-            )  # fmt: skip
             out.append(DeviceView(
                 s.device_id, s.state, online, heard, s.received_at, s.watchlist_name,
                 None if s.watchlist_version is None else int(s.watchlist_version), pub.version if pub else None,
-                s.outbox_depth, s.outbox_dropped, refused, audit.get(s.device_id), revocation,
+                s.outbox_depth, s.outbox_dropped, refused, audit.get(s.device_id), revocations.get(s.device_id),
             ))  # fmt: skip
         return out
 

@@ -210,7 +210,7 @@ def fleet_view(store: Store) -> list[dict[str, Any]]:
             if len(refused.setdefault(ack["device_id"], [])) < 3:
                 refused[ack["device_id"]].append(dict(ack))
     published = {n: p.version for n, p in store.published().items()}
-    revocations = {d.device_id: d.revocation for d in store.devices()}
+    revocations = store.revocations()
     now = _now()
     return [
         fleet.device_view(
