@@ -61,11 +61,16 @@ def check_frame(image: object) -> np.ndarray:
         image = image[:, :, :3]
     if image.dtype != np.uint8:
         raise FrameError(f"frame must be uint8, got {image.dtype}")
-    if image.shape[0] < 16 or image.shape[1] < 16:
-        raise FrameError(f"frame too small to hold a face: {image.shape[1]}x{image.shape[0]}")
-    if max(image.shape[:2]) > MAX_FRAME_SIDE:
-        raise FrameError(f"frame too large: {image.shape[1]}x{image.shape[0]} (at most {MAX_FRAME_SIDE} px a side)")
+    check_size(int(image.shape[1]), int(image.shape[0]))
     return np.ascontiguousarray(image)
+
+
+def check_size(width: int, height: int) -> None:
+    """Raise FrameError unless a ``width`` x ``height`` frame can hold a face and is not a corrupt header."""
+    if width < 16 or height < 16:
+        raise FrameError(f"frame too small to hold a face: {width}x{height}")
+    if max(width, height) > MAX_FRAME_SIDE:
+        raise FrameError(f"frame too large: {width}x{height} (at most {MAX_FRAME_SIDE} px a side)")
 
 
 # --- pictures: a frame's pixels, decoded only as far as they are needed -------------------------
@@ -146,10 +151,7 @@ class JpegPicture:
 def check_picture(picture: Picture) -> Picture:
     """``picture`` if the pipeline can use it (see ``check_frame``); a JPEG's size is checked without decoding it."""
     if isinstance(picture, JpegPicture):
-        if picture.width < 16 or picture.height < 16:
-            raise FrameError(f"frame too small to hold a face: {picture.width}x{picture.height}")
-        if max(picture.width, picture.height) > MAX_FRAME_SIDE:
-            raise FrameError(f"frame too large: {picture.width}x{picture.height} (at most {MAX_FRAME_SIDE} px a side)")
+        check_size(picture.width, picture.height)
         return picture
     return RawPicture(check_frame(picture.rgb()))
 
