@@ -35,6 +35,9 @@ class AnalysedFace:
     crop: np.ndarray
     embedding: np.ndarray
     gate_reasons: list[str] = field(default_factory=list)
+    # Found by the locating pass (no second look, no confirmation): good enough to follow a decided face,
+    # not to embed (its landmarks may be a few pixels off on a small face).
+    located: bool = False
 
     @property
     def passed_gate(self) -> bool:
@@ -61,6 +64,8 @@ class FaceAnalyser:
         self.coarse_detector: Detector = detector
         # For following known faces in small windows: one pass, no retry when a window is empty.
         self.follow_detector: Detector = detector
+        # For following faces whose track is decided: where the face is, as cheaply as the plugin can tell.
+        self.locate_detector: Detector = detector
 
     @classmethod
     def from_settings(cls, settings: RecognitionSettings) -> FaceAnalyser:
@@ -72,7 +77,7 @@ class FaceAnalyser:
             # One interpreter set per model: the coarse and follow detectors share the main one's (and its verifier).
             if name not in loaded:
                 loaded[name] = load_model(
-                    manifest, name, kind="detector", accelerator=settings.accelerator, threads=settings.threads
+                    manifest, name, kind="detector", accelerator=settings.accelerator, threads=settings.model_threads()
                 )
             return loaded[name]
 
@@ -84,8 +89,20 @@ class FaceAnalyser:
         follow = create_detector(
             det_model, settings.detector.model_copy(update={"min_face_px": None, "close_face_retry": False}), load_detector
         )
+        # YuNet without its second look and confirmation (BlazeFace has neither): a third of a follow's cost.
+        locate = create_detector(
+            det_model,
+            settings.detector.model_copy(
+                update={
+                    "min_face_px": None,
+                    "close_face_retry": False,
+                    "yunet": settings.detector.yunet.model_copy(update={"refine_face_px": None, "verify_with": None}),
+                }
+            ),
+            load_detector,
+        )
         emb_model = load_model(
-            manifest, settings.embedder, kind="embedder", accelerator=settings.accelerator, threads=settings.threads
+            manifest, settings.embedder, kind="embedder", accelerator=settings.accelerator, threads=settings.model_threads()
         )
         embedder = TFLiteEmbedder(emb_model, flip=settings.flip)
         q = settings.quality
@@ -99,6 +116,7 @@ class FaceAnalyser:
         analyser = cls(detector, embedder, gate, policy, manifest)
         analyser.coarse_detector = coarse
         analyser.follow_detector = follow
+        analyser.locate_detector = locate
         return analyser
 
     def _timed(self, stage: str, start: float) -> float:

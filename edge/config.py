@@ -77,12 +77,19 @@ class RecognitionSettings(_Section):
         "cpu: never the TPU; edgetpu: the TPU, with a warning and the CPU when it is missing.",
     )
     threads: int = Field(
-        2,
-        ge=1,
+        0,
+        ge=0,
         le=16,
-        description="CPU threads per model interpreter. 2 suits both a 2-core machine and a 4-core Raspberry Pi 5 "
-        "(with `pipeline.stage_threads` detection and embedding run at the same time: 2 + 2 threads, capture beside).",
+        description="CPU threads per model interpreter; 0 = half the machine's cores, at least 1 (1 on a 2-core "
+        "machine, 2 on a 4-core Raspberry Pi 5): with `pipeline.stage_threads` detection and embedding run at the "
+        "same time, one interpreter each, so more threads than that only wait for one another (measured on 2 cores: "
+        "2 threads per model spent a quarter more CPU on a stream than 1, for no more frames per second).",
     )
+
+    def model_threads(self) -> int:
+        """The threads each interpreter gets: ``threads``, or half the cores when it is 0."""
+        return self.threads or max(1, (os.cpu_count() or 2) // 2)
+
     models_dir: Path | None = Field(
         None,
         description="Folder holding manifest.json and the model files; "
@@ -197,6 +204,14 @@ class MqttSettings(_Section):
 class TrackingSettings(_Section):
     iou_match: float = Field(0.3, gt=0, lt=1, description="Overlap needed to continue a track in the next frame.")
     max_gap_s: float = Field(1.0, gt=0, description="A track not seen for this long ends.")
+    face_speed: float = Field(
+        8.0,
+        ge=0,
+        le=100,
+        description="Face widths per second a face may move between two detections and still continue its track when "
+        "the boxes no longer overlap (a walker crosses 3-9 face widths a second, a new track has no speed yet); only "
+        "where that face and that track have no other candidate within reach. 0: overlap only.",
+    )
     min_frames: int = Field(2, ge=1, le=50, description="Frames that must agree on the same entry before a track raises a hit.")
     single_frame_margin: float = Field(
         0.08,
@@ -265,12 +280,28 @@ class PipelineSettings(_Section):
         "a live track or a keyframe: every frame again. 1: every frame. At 15 frames/s, 3 delays the first look at "
         "someone walking in by at most 2 frames (133 ms).",
     )
+    busy_look_every: int = Field(
+        2,
+        ge=1,
+        le=30,
+        description="While a camera has live tracks and none of them needs a look now (a hit to confirm, a crossing, "
+        "the regular follow every track_every frames), the change gate examines only every this many frames (the "
+        "others are not decoded): someone new walking in is found a frame later. 1: every frame.",
+    )
     fine_every: int = Field(
         150,
         ge=1,
         le=100000,
         description="The fine pass for small faces looks only at changed parts of the frame (within the camera's "
         "`regions`), and at the whole frame (or all `regions`) at least every this many frames.",
+    )
+    new_look_every: int = Field(
+        3,
+        ge=1,
+        le=30,
+        description="A change that no known face explains gets the fine pass at most every this many frames: someone "
+        "walking in is found a frame or two later, and a moving thing without a usable face (a back, a bag, a face the "
+        "quality gate refuses) costs one pass in this many frames instead of one each. 1: every such frame.",
     )
     track_every: int = Field(
         5,

@@ -10,11 +10,15 @@ the caller's thread, the detector only by the worker.
 What runs on a frame (see ``edge.motion``):
 - an idle camera (no live track, no change on the last frame examined): the change gate examines only
   every ``idle_look_every`` frames; the others are not looked at (a JPEG frame is not even decoded);
+  with live tracks, every ``busy_look_every`` frames unless a track needs a look now;
 - nothing changed since the previous frame and no keyframe is due: no detection at all; the
   tracks seen last are kept alive;
-- something changed: the full-frame pass, and the fine pass for small faces only on the
-  changed parts (within the camera's ``regions``); every ``fine_every`` frames, and on the
-  first, the fine pass over the whole frame (or all ``regions``).
+- only known people moved: their faces are followed in small windows every ``track_every`` frames
+  (a decided face is only located there: one cheap pass, no embedding);
+- something changed where no known face explains it: the full-frame pass, and the fine pass for small
+  faces only on the changed parts (within the camera's ``regions``), at most every ``new_look_every``
+  frames; every ``fine_every`` frames, and on the first, the fine pass over the whole frame (or all
+  ``regions``).
 """
 
 from __future__ import annotations
@@ -75,6 +79,11 @@ class TrackView:
     t: float
     embed_due: float  # frame index from which it wants an embedding (inf: decided)
     track_id: str = ""
+    settled_px: float = 0.0  # faces narrower than this need only be located until embed_due (Tracker.settled_px)
+
+    def settled(self, index: int) -> bool:
+        """Whether this track's face on frame ``index`` need only be located, not looked at closely."""
+        return index < self.embed_due and float(self.box[2]) < self.settled_px
 
     def body(self, t: float, pad: int) -> Region:
         """Where this person's head and body should be at ``t``: what their motion can cover."""
@@ -195,6 +204,12 @@ class FramePipeline:
             return Detected(item, None)
         views = self._views_before(seq).get(item.camera, ())
         new = change.boxes if change.first else unexplained(change, views, item.t, self.s.motion.pad_px)
+        # A fine pass a frame or two ago looked at these changes (or their predecessors) already.
+        deferred = bool(new) and not change.first and cam.since_fine < self.s.new_look_every
+        if deferred and cam.since_full < self.s.keyframe_every:
+            new = []
+            if not views:
+                return Detected(item, None)
         if views and not new and cam.since_full < self.s.keyframe_every:
             if cam.since_detect >= self.s.track_every:
                 cam.since_detect = 0
@@ -230,17 +245,22 @@ class FramePipeline:
         return Detected(item, faces)
 
     def _idle_skip(self, cam: _CameraState, item: CapturedFrame, seq: int | None) -> bool:
-        """Whether the change gate may leave this frame unexamined: an idle scene is looked at every few frames.
+        """Whether the change gate may leave this frame unexamined: a scene is looked at every few frames.
 
-        Idle: the last examined frame showed no change and no track of the camera is live. Someone walking in
-        takes seconds to cross, so a look every ``idle_look_every`` frames finds them a frame or two later;
-        from the first change (or a keyframe, or a live track) on, every frame is examined again.
+        Idle (the last examined frame showed no change and no track of the camera is live): every
+        ``idle_look_every`` frames. Busy (live tracks): every ``busy_look_every`` frames, unless a track needs
+        a look now (a hit to confirm, a crossing) or its regular follow is due. Someone walking in takes
+        seconds to cross, so they are found a frame or two later; a keyframe is always examined.
         """
-        if not (self.s.motion_gate and cam.still and cam.since_look < self.s.idle_look_every):
+        if not self.s.motion_gate or cam.since_detect >= self.s.keyframe_every:
             return False
-        if cam.since_detect >= self.s.keyframe_every:
+        views = self._views_before(seq).get(item.camera)
+        if not views:
+            return cam.still and cam.since_look < self.s.idle_look_every
+        # Busy: the known faces are predicted between looks; only a look they need now cannot wait.
+        if cam.since_look >= self.s.busy_look_every or cam.since_detect >= self.s.track_every:
             return False
-        return not self._views_before(seq).get(item.camera)
+        return not any(v.embed_due == float("-inf") and not self._outcome_pending(cam, v, seq) for v in views)
 
     def _detect_still(self, item: CapturedFrame) -> Detected:
         """A photo of its own (folder source): the whole detector, no gating by change or by tracks."""
@@ -279,10 +299,14 @@ class FramePipeline:
 
         Each window is four face widths wide, so the face is ~48 px of the detector's 192 px input:
         the size the detector's own refinement re-measures small faces at (keypoints good enough to embed).
+        A face whose track is settled (decided, and this face no wider than the one it was decided on) is
+        only located: one pass, no second look or confirmation, the detection nearest where it should be;
+        such faces are never embedded.
         """
         image = item.image
         h, w = image.shape[:2]
         found: list[Detection] = []
+        located: set[int] = set()
         for v in views:
             bx, by, bw, bh = (float(x) for x in v.box)
             side = int(min(FOLLOW_WINDOW_FACES * max(bw, bh, 24.0), w, h))
@@ -292,7 +316,18 @@ class FramePipeline:
             x0 = int(min(max(0, round(x - side / 2)), w - side))
             y0 = int(min(max(0, round(y - side / 2)), h - side))
             offset = np.array([x0, y0], dtype=np.float32)
-            for d in self.analyser.follow_detector.detect(image[y0 : y0 + side, x0 : x0 + side]):
+            window = image[y0 : y0 + side, x0 : x0 + side]
+            if v.settled(item.index):
+                near = self.analyser.locate_detector.detect(window)
+                if near:
+                    centre = np.array([x - x0, y - y0], dtype=np.float32)
+                    d = min(near, key=lambda d: float(np.hypot(*(d.box[:2] + d.box[2:] / 2 - centre))))
+                    box = d.box.copy()
+                    box[:2] += offset
+                    found.append(Detection(box=box, keypoints=d.keypoints + offset, score=d.score))
+                    located.add(id(found[-1]))
+                continue
+            for d in self.analyser.follow_detector.detect(window):
                 box = d.box.copy()
                 box[:2] += offset
                 found.append(Detection(box=box, keypoints=d.keypoints + offset, score=d.score))
@@ -303,6 +338,8 @@ class FramePipeline:
             cam.followed.update((k, seq) for k in live)
         t = self._ms("detect", t)
         faces = [f for f in self.analyser.prepare(image, nms_detections(found, 0.3)) if f.passed_gate]
+        for f in faces:
+            f.located = id(f.detection) in located
         self._ms("align", t)
         return Detected(item, faces)
 
@@ -312,7 +349,8 @@ class FramePipeline:
         decisions = self._recognise(d)
         tr = self.tracker
         self._views[d.item.camera] = tuple(
-            TrackView(t.last.box, t.velocity, t.last.t, tr.embed_due(t), t.track_id) for t in tr.active(d.item.camera)
+            TrackView(t.last.box, t.velocity, t.last.t, tr.embed_due(t), t.track_id, tr.settled_px(t))
+            for t in tr.active(d.item.camera)
         )
         return decisions
 
@@ -333,7 +371,7 @@ class FramePipeline:
         wanted = [
             f
             for f, tr in zip(faces, links, strict=True)
-            if self.tracker.wants_embedding(tr, f.quality, item.index, whole=whole[id(f)])
+            if not f.located and self.tracker.wants_embedding(tr, f.quality, item.index, whole=whole[id(f)])
         ]
         observations = self._observe(item, faces, wanted, matcher, whole)
         # Embeddings and crops of faces that matched no one go out of scope here.

@@ -136,6 +136,9 @@ def _score(o: Observation) -> float:
     return o.match.score if o.match is not None else -1.0
 
 
+MAX_REACH_WIDTHS = 2.0  # the furthest (face widths) a face continues a track it does not overlap
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
     iw = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
@@ -188,7 +191,44 @@ class Tracker:
                 continue
             used_t.add(ti)
             out[oi] = tracks[ti]
+        if t is not None and self.s.face_speed > 0:
+            for ti, oi in self._reachable(tracks, expected, boxes, t, used_t, out):
+                out[oi] = tracks[ti]
         return out
+
+    def _reachable(
+        self,
+        tracks: list[Track],
+        expected: list[np.ndarray],
+        boxes: list[np.ndarray],
+        t: float,
+        used_t: set[int],
+        out: list[Track | None],
+    ) -> list[tuple[int, int]]:
+        """(track, box) pairs that do not overlap but lie within each other's reach, each the other's only candidate.
+
+        A small face moving a third of its width a frame no longer overlaps its last box two frames on (a
+        frame or two without detection, or a track too new to have a speed). Ambiguous pairs stay apart:
+        a new track costs an embedding, a wrong link could give one person's votes to another.
+        """
+        near: list[tuple[int, int]] = []
+        for ti, tr in enumerate(tracks):
+            if ti in used_t:
+                continue
+            dt = min(max(t - tr.last.t, 0.0), self.s.max_gap_s)
+            for oi, box in enumerate(boxes):
+                if out[oi] is not None:
+                    continue
+                width = max(float(expected[ti][2]), float(box[2]))
+                ratio = float(box[2]) / max(float(expected[ti][2]), 1e-6)
+                if not 2 / 3 <= ratio <= 1.5:
+                    continue
+                centre = expected[ti][:2] + expected[ti][2:] / 2 - (box[:2] + box[2:] / 2)
+                if float(np.hypot(*centre)) <= min(self.s.face_speed * dt, MAX_REACH_WIDTHS) * width:
+                    near.append((ti, oi))
+        per_track = Counter(ti for ti, _ in near)
+        per_box = Counter(oi for _, oi in near)
+        return [(ti, oi) for ti, oi in near if per_track[ti] == 1 and per_box[oi] == 1]
 
     def wants_embedding(self, track: Track | None, quality: Quality, frame_index: int, *, whole: bool = True) -> bool:
         """Whether this frame's face of ``track`` (None: a new face) needs an embedding (see the module doc).
@@ -224,6 +264,26 @@ class Tracker:
             return float("-inf")
         return float(track.last_embedded_frame + self.s.embed_every)
 
+    def _decided(self, track: Track) -> bool:
+        return bool(track.alerted) or (not track.votes and track.misses >= self.s.no_match_after)
+
+    def settled_px(self, track: Track) -> float:
+        """Below this face width (frame pixels) a face of ``track`` needs no embedding on its own merits: only
+        its position matters until ``embed_due`` (0: every face may matter; inf: none does).
+
+        A decided track (hit raised, or no match) wants another embedding only for a clearly wider face;
+        the other ``clearly_better`` cases (as wide but more frontal or sharper) wait for ``embed_due``.
+        """
+        if track.crossed:
+            return 0.0
+        if track.alerted:
+            return float("inf")
+        if track.votes:
+            return 0.0
+        if track.misses >= self.s.no_match_after and track.best_embedded is not None:
+            return track.best_embedded.size_px * self.s.better_face
+        return 0.0
+
     def keep_alive(self, camera: str, t: float) -> list[Decision]:
         """A frame skipped as unchanged: its tracks are still there (a still person does not vanish)."""
         decisions = self._expire(camera, t)
@@ -253,7 +313,11 @@ class Tracker:
             if tr is None or id(tr) not in live:  # a linked track that just expired starts a new one
                 continue
             used_o.add(oi)
-            tr.add(observations[oi])
+            ob = observations[oi]
+            if self._decided(tr) and max(iou(tr.last.box, ob.box), iou(tr.predicted(t), ob.box)) < self.s.iou_match:
+                # Continued only by reach (see ``_reachable``): make sure this is still the person it was decided on.
+                tr.crossed = True
+            tr.add(ob)
             touched.append(tr)
         for oi, ob in enumerate(observations):
             if oi in used_o:

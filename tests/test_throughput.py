@@ -192,3 +192,100 @@ def test_two_stages_decide_exactly_as_one_thread_does(analyser: FaceAnalyser, fa
         pipe.stop()
         seen.append((dict(pipe.counts), row["hits_found"]))
     assert seen[0] == seen[1]
+
+
+def square(x: float, size: float = 40.0) -> np.ndarray:
+    return np.array([x, 100, size, size], float)
+
+
+def test_a_small_face_that_no_longer_overlaps_its_last_box_continues_its_track_when_nothing_else_is_near() -> None:
+    tracker = Tracker(TrackingSettings(face_speed=8.0))
+    tracker.update("c", 0.0, [face(100, 0, None)])
+    # Two frames later (a frame without detection) a new track, with no speed yet, has moved 30 px: no overlap left.
+    (track,) = tracker.link("c", [square(130)], 2 / 15)
+    assert track is not None and track is tracker.active("c")[0]
+    # Too far for the time that passed (8 face widths a second is 21 px in 2 frames for a 40 px face): a new face.
+    strict = Tracker(TrackingSettings(face_speed=4.0))
+    strict.update("c", 0.0, [face(100, 0, None)])
+    assert strict.link("c", [square(130)], 2 / 15) == [None]
+    # Never further than two face widths, however long ago the track was seen.
+    assert tracker.link("c", [square(190)], 14 / 15) == [None]
+
+
+def test_two_candidates_in_reach_are_left_apart() -> None:
+    tracker = Tracker(TrackingSettings(face_speed=8.0))
+    tracker.update("c", 0.0, [face(100, 0, None)])
+    # Two faces each within reach of the one track: which is the person is unknown, so neither continues it.
+    assert tracker.link("c", [square(140), square(60)], 2 / 15) == [None, None]
+    # A face of another size is someone else (nearer or further away).
+    assert tracker.link("c", [square(130, size=80.0)], 2 / 15) == [None]
+
+
+def test_a_decided_track_continued_by_reach_is_looked_at_again() -> None:
+    """A person who steps in where a decided stranger was must not inherit the stranger's "no match"."""
+    tracker = Tracker(TrackingSettings(face_speed=8.0, no_match_after=1, no_match_recheck=0))
+    tracker.update("c", 0.0, [face(100, 0, None)])
+    (track,) = tracker.active("c")
+    assert tracker.embed_due(track) == float("inf")  # decided: no match
+    (linked,) = tracker.link("c", [square(130)], 2 / 15)
+    tracker.update("c", 2 / 15, [face(130, 2, None, embedded=False)], [linked])
+    assert track.crossed and tracker.wants_embedding(track, Q, 2)
+    # Overlapping its last box, it is plainly the same face: still decided.
+    calm = Tracker(TrackingSettings(no_match_after=1, no_match_recheck=0))
+    calm.update("c", 0.0, [face(100, 0, None)])
+    calm.update("c", 1 / 15, [face(104, 1, None, embedded=False)])
+    assert not calm.active("c")[0].crossed
+
+
+def test_a_decided_face_is_only_located_until_it_is_clearly_bigger() -> None:
+    tracker = Tracker(TrackingSettings(no_match_after=1, no_match_recheck=30, better_face=1.3))
+    tracker.update("c", 0.0, [face(100, 0, None)])
+    (track,) = tracker.active("c")
+    assert tracker.settled_px(track) == pytest.approx(52.0)  # 1.3 x the 40 px face it was decided on
+    undecided = Tracker(TrackingSettings(no_match_after=3))
+    undecided.update("c", 0.0, [face(100, 0, None)])
+    assert undecided.settled_px(undecided.active("c")[0]) == 0.0
+    hit = Tracker(TrackingSettings(min_frames=1))
+    hit.update("c", 0.0, [face(100, 0, "A")])
+    assert hit.settled_px(hit.active("c")[0]) == float("inf")
+
+
+class Counting:
+    """A detector that counts its calls (the real one does the work)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def detect(self, *args: object, **kwargs: object) -> object:
+        self.calls += 1
+        return self.inner.detect(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+def test_after_the_hit_a_walker_is_only_located_and_never_embedded_again(
+    analyser: FaceAnalyser, faces_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge.measure.stream import run_clip
+
+    locate = Counting(analyser.locate_detector)
+    monkeypatch.setattr(analyser, "locate_detector", locate)
+    cast = load_people(analyser, faces_dir, count=10, listed=5)
+    clip = make_clip(analyser, faces_dir, size=(1280, 720), frames=150, cast=cast)
+    tracker = Tracker(TrackingSettings())
+    pipe = FramePipeline(analyser, tracker, MatcherHolder(clip.matcher), PipelineSettings(stage_threads=False))
+    embedded_per_track: dict[str, int] = {}
+    original = tracker.update
+
+    def update(camera: str, t: float, observations: list[Observation], links: object = None) -> object:
+        decisions = original(camera, t, observations, links)  # type: ignore[arg-type]
+        for tr in tracker.active(camera):
+            embedded_per_track[tr.track_id] = tr.embedded
+        return decisions
+
+    monkeypatch.setattr(tracker, "update", update)
+    row = run_clip(clip, pipe)
+    pipe.stop()
+    assert row["hits_found"] == row["hits_expected"] and row["false_hits"] == []
+    assert locate.calls > 0  # decided faces were followed by the cheap pass
+    # A hit needs two agreeing faces, a stranger three that match no one: nobody is embedded for nothing.
+    assert max(embedded_per_track.values()) <= 4

@@ -442,5 +442,5 @@ def stream_bench(analyser: FaceAnalyser, *, quick: bool, settings: Settings, pho
         },
         "streams": streams,
         "pipeline": settings.pipeline.model_dump(mode="json"),
-        "threads_per_model": settings.recognition.threads,
+        "threads_per_model": settings.recognition.model_threads(),
     }
