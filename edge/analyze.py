@@ -58,6 +58,7 @@ class FaceAnalyser:
         self.gate = gate
         self.threshold = threshold
         self.manifest = manifest
+        self.threads = 1  # CPU threads per interpreter (what a reference pipeline beside it should get too)
         self.timings: dict[str, list[float]] = defaultdict(list)
         # The same detector without the fine pass (for frames where no small face can be new), or the detector
         # itself when it has no fine pass.
@@ -117,6 +118,7 @@ class FaceAnalyser:
         analyser.coarse_detector = coarse
         analyser.follow_detector = follow
         analyser.locate_detector = locate
+        analyser.threads = settings.model_threads()
         return analyser
 
     def _timed(self, stage: str, start: float) -> float:

@@ -91,12 +91,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for name, st in result["streams"].items():
         e, p = st["edge"], st["reference"]
         print(f"stream {name}: {e['frames']} frames")
-        for who, r in (("edge", e), ("plain", p)):
+        rows = [("edge", e), ("plain", p)] + ([("finding", st["reference_finding"])] if "reference_finding" in st else [])
+        for who, r in rows:
             print(
-                f"  {who:<6} {r['fps']:>6.1f} frames/s  {r['cpu_s_per_video_min']:>6.1f} CPU-s per video minute  "
+                f"  {who:<8} {r['fps']:>6.1f} frames/s  {r['cpu_s_per_video_min']:>6.1f} CPU-s per video minute  "
                 f"hits {r['hits_found']}/{r['hits_expected']}  faces embedded {r['embedded']}"
             )
         print(f"  edge/plain: speed {st['speed_ratio']:.2f}x, CPU {st['cpu_ratio']:.2f}x")
+        if "reference_finding" in st:
+            print(
+                f"  edge/finding (plain with edge's detector at the small faces' scale): speed "
+                f"{st['speed_ratio_finding']:.2f}x, CPU {st['cpu_ratio_finding']:.2f}x"
+            )
     print(f"load average during the run: {result['load_average']}")
     print(f"matcher ({result['matcher_kind']}), ms median / p90")
     for n, s in result["matcher_ms"].items():
