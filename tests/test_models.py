@@ -43,8 +43,8 @@ def test_the_embedder_has_a_calibrated_threshold_with_its_provenance() -> None:
 
 
 def test_a_missing_model_names_the_file_and_the_fix(models_copy: Path) -> None:
-    (models_copy / "MobileFaceNet.tflite").unlink()
-    with pytest.raises(ModelMissingError, match=r"MobileFaceNet\.tflite.*missing.*tools/build_models\.py"):
+    (models_copy / "MobileFaceNet_prelu.tflite").unlink()
+    with pytest.raises(ModelMissingError, match=r"MobileFaceNet_prelu\.tflite.*missing.*tools/build_models\.py"):
         FaceAnalyser.from_settings(RecognitionSettings(models_dir=models_copy))
 
 
@@ -58,7 +58,7 @@ def test_an_altered_model_is_refused(models_copy: Path) -> None:
 
 
 def test_a_truncated_model_is_refused(models_copy: Path) -> None:
-    path = models_copy / "MobileFaceNet.tflite"
+    path = models_copy / "MobileFaceNet_prelu.tflite"
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(ModelHashMismatchError, match="truncated"):
         FaceAnalyser.from_settings(RecognitionSettings(models_dir=models_copy))

