@@ -16,7 +16,7 @@ import numpy as np
 
 from edge.align import align_face
 from edge.config import RecognitionSettings
-from edge.detectors import create_detector
+from edge.detectors import ROLES, create_detector
 from edge.detectors.base import Detection, Detector, Region
 from edge.embed import Embedder, TFLiteEmbedder
 from edge.models import ModelManifest, load_manifest
@@ -63,6 +63,8 @@ class FaceAnalyser:
         # The same detector without the fine pass (for frames where no small face can be new), or the detector
         # itself when it has no fine pass.
         self.coarse_detector: Detector = detector
+        # For a keyframe of a scene where nothing moved: the full-frame pass alone.
+        self.still_detector: Detector = detector
         # For following known faces in small windows: one pass, no retry when a window is empty.
         self.follow_detector: Detector = detector
         # For following faces whose track is decided: where the face is, as cheaply as the plugin can tell.
@@ -83,24 +85,8 @@ class FaceAnalyser:
             return loaded[name]
 
         det_model = load_detector(settings.detector.model)
-        detector = create_detector(det_model, settings.detector, load_detector)
-        # The same plugin without the fine pass (frames where no small face can be new), and one that only
-        # follows known faces in small windows (one pass, no retry when a window is empty).
-        coarse = create_detector(det_model, settings.detector.model_copy(update={"min_face_px": None}), load_detector)
-        follow = create_detector(
-            det_model, settings.detector.model_copy(update={"min_face_px": None, "close_face_retry": False}), load_detector
-        )
-        # YuNet without its second look and confirmation (BlazeFace has neither): a third of a follow's cost.
-        locate = create_detector(
-            det_model,
-            settings.detector.model_copy(
-                update={
-                    "min_face_px": None,
-                    "close_face_retry": False,
-                    "yunet": settings.detector.yunet.model_copy(update={"refine_face_px": None, "verify_with": None}),
-                }
-            ),
-            load_detector,
+        detector, coarse, still, follow, locate = (
+            create_detector(det_model, settings.detector, load_detector, role=role) for role in ROLES
         )
         emb_model = load_model(
             manifest, settings.embedder, kind="embedder", accelerator=settings.accelerator, threads=settings.model_threads()
@@ -116,6 +102,7 @@ class FaceAnalyser:
         policy = ThresholdPolicy.from_manifest(emb_model.spec, override=settings.threshold)
         analyser = cls(detector, embedder, gate, policy, manifest)
         analyser.coarse_detector = coarse
+        analyser.still_detector = still
         analyser.follow_detector = follow
         analyser.locate_detector = locate
         analyser.threads = settings.model_threads()

@@ -81,6 +81,10 @@ class TrackView:
     track_id: str = ""
     settled_px: float = 0.0  # faces narrower than this need only be located until embed_due (Tracker.settled_px)
 
+    def region(self) -> Region:
+        x, y, w, h = (round(float(v)) for v in self.box)
+        return (x, y, w, h)
+
     def settled(self, index: int) -> bool:
         """Whether this track's face on frame ``index`` need only be located, not looked at closely."""
         return index < self.embed_due and float(self.box[2]) < self.settled_px
@@ -220,7 +224,7 @@ class FramePipeline:
             if urgent:
                 return self._follow(item, urgent, t, cam, seq)
             return Detected(item, None)  # only known people moved: followed again in a few frames
-        cam.since_detect = cam.since_full = 0
+        cam.since_full = 0
         image = item.image
         configured = self.regions.get(item.camera, [])
         if change.first or cam.since_fine >= self.s.fine_every:
@@ -229,6 +233,10 @@ class FramePipeline:
             fine = fine_regions(new, configured, w, h, self.s.fine_window_px)
             if fine is None:
                 fine = configured or None
+        # The known faces' regular follow is put off only when this pass looked where every one of them is
+        # (else a face outside the changed parts would go unseen while changes elsewhere keep coming).
+        if fine is None or not views or (fine and all(any(inside_share(v.region(), r) >= 0.9 for r in fine) for v in views)):
+            cam.since_detect = 0
         if fine is None or fine:
             cam.since_fine = 0
             self.counts["fine"] += 1
@@ -237,7 +245,7 @@ class FramePipeline:
             detections = self.analyser.coarse_detector.detect(image)
         else:
             # A keyframe of a still scene: a face filling the frame (what the close-face retry is for) arrives moving.
-            detections = self.analyser.follow_detector.detect(image)
+            detections = self.analyser.still_detector.detect(image)
         self.counts["detected"] += 1
         t = self._ms("detect", t)
         faces = [f for f in self.analyser.prepare(image, detections) if f.passed_gate]

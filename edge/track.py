@@ -137,6 +137,9 @@ def _score(o: Observation) -> float:
 
 
 MAX_REACH_WIDTHS = 2.0  # the furthest (face widths) a face continues a track it does not overlap
+# ... and only a track seen this recently (two regular follows at 15 frames/s): someone appearing where a
+# person was seen longer ago is a new face, not the same one after a missed detection.
+MAX_REACH_GAP_S = 0.5
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -215,7 +218,9 @@ class Tracker:
         for ti, tr in enumerate(tracks):
             if ti in used_t:
                 continue
-            dt = min(max(t - tr.last.t, 0.0), self.s.max_gap_s)
+            dt = max(t - tr.last.t, 0.0)
+            if dt > MAX_REACH_GAP_S:
+                continue
             for oi, box in enumerate(boxes):
                 if out[oi] is not None:
                     continue
@@ -263,6 +268,14 @@ class Tracker:
         if track.votes:
             return float("-inf")
         return float(track.last_embedded_frame + self.s.embed_every)
+
+    def _plainly_same(self, track: Track, box: np.ndarray, t: float) -> bool:
+        """Whether ``box`` continues ``track`` beyond doubt: it overlaps the last box, or where the face was heading
+        a moment ago. A link by reach (``_reachable``), or by a prediction carried over a long gap (someone
+        stepping in where a person who left was heading), is not."""
+        if iou(track.last.box, box) >= self.s.iou_match:
+            return True
+        return t - track.last.t <= MAX_REACH_GAP_S and iou(track.predicted(t), box) >= self.s.iou_match
 
     def _decided(self, track: Track) -> bool:
         return bool(track.alerted) or (not track.votes and track.misses >= self.s.no_match_after)
@@ -314,8 +327,8 @@ class Tracker:
                 continue
             used_o.add(oi)
             ob = observations[oi]
-            if self._decided(tr) and max(iou(tr.last.box, ob.box), iou(tr.predicted(t), ob.box)) < self.s.iou_match:
-                # Continued only by reach (see ``_reachable``): make sure this is still the person it was decided on.
+            if self._decided(tr) and not self._plainly_same(tr, ob.box, t):
+                # Make sure this is still the person the track was decided on.
                 tr.crossed = True
             tr.add(ob)
             touched.append(tr)

@@ -209,7 +209,10 @@ def test_a_small_face_that_no_longer_overlaps_its_last_box_continues_its_track_w
     strict.update("c", 0.0, [face(100, 0, None)])
     assert strict.link("c", [square(130)], 2 / 15) == [None]
     # Never further than two face widths, however long ago the track was seen.
-    assert tracker.link("c", [square(190)], 14 / 15) == [None]
+    assert tracker.link("c", [square(190)], 7 / 15) == [None]
+    # Nor to a track not seen for more than half a second: someone appearing where a person was is someone new.
+    tracker.keep_alive("c", 10 / 15)
+    assert tracker.link("c", [square(130)], 10 / 15) == [None]
 
 
 def test_two_candidates_in_reach_are_left_apart() -> None:
@@ -230,6 +233,17 @@ def test_a_decided_track_continued_by_reach_is_looked_at_again() -> None:
     (linked,) = tracker.link("c", [square(130)], 2 / 15)
     tracker.update("c", 2 / 15, [face(130, 2, None, embedded=False)], [linked])
     assert track.crossed and tracker.wants_embedding(track, Q, 2)
+    # Where a decided face was heading, but long after it was last seen: someone else may have stepped in.
+    moving = Tracker(TrackingSettings(no_match_after=1, no_match_recheck=0))
+    moving.update("c", 0.0, [face(100, 0, None)])
+    moving.update("c", 1 / 15, [face(110, 1, None, embedded=False)])
+    (walker,) = moving.active("c")
+    for k in range(2, 12):
+        moving.keep_alive("c", k / 15)  # frames not looked at: the track is kept
+    (linked,) = moving.link("c", [square(220)], 12 / 15)  # 11 frames on at 10 px a frame
+    assert linked is walker
+    moving.update("c", 12 / 15, [face(220, 12, None, embedded=False)], [linked])
+    assert walker.crossed
     # Overlapping its last box, it is plainly the same face: still decided.
     calm = Tracker(TrackingSettings(no_match_after=1, no_match_recheck=0))
     calm.update("c", 0.0, [face(100, 0, None)])

@@ -7,7 +7,7 @@ so ``recognition.detector.model`` picks a model and the model picks its code.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from edge.detectors.base import Detector
 from edge.errors import ModelError
@@ -17,6 +17,15 @@ if TYPE_CHECKING:
     from edge.config import DetectorSettings
 
 FAMILIES = ("blazeface", "yunet")
+Role = Literal["main", "coarse", "still", "follow", "locate"]
+# main: every pass the settings ask for; coarse: no fine pass (frames where no small face can be new);
+# still: the full-frame pass alone (a keyframe of a scene where nothing moved: nothing can have come close);
+# follow: one pass over a small window around a known face, no retry when it is empty; locate: where a
+# decided face is now, as cheaply as the plugin can tell (its faces are followed, never embedded).
+ROLES: tuple[Role, ...] = ("main", "coarse", "still", "follow", "locate")
+# A followed face's window is four face widths: at this YuNet input the face is ~40 px, well inside what
+# it finds (16 px) and what its second look refines; a quarter of the 320 px full-frame input's work.
+YUNET_WINDOW_PX = 160
 
 
 def family(model: LoadedModel) -> str:
@@ -26,14 +35,26 @@ def family(model: LoadedModel) -> str:
     return name
 
 
-def create_detector(model: LoadedModel, settings: DetectorSettings, load: Callable[[str], LoadedModel]) -> Detector:
-    """The plugin for ``model``'s family, configured from ``[recognition.detector]``; ``load`` loads the
-    other detector models a plugin uses (YuNet's verifier)."""
+def create_detector(
+    model: LoadedModel, settings: DetectorSettings, load: Callable[[str], LoadedModel], *, role: Role = "main"
+) -> Detector:
+    """The plugin for ``model``'s family, configured from ``[recognition.detector]`` for ``role`` (``ROLES``);
+    ``load`` loads the other detector models a plugin uses (YuNet's verifier)."""
     from edge.detectors.blazeface import BlazeFaceDetector
 
+    if role != "main":
+        settings = settings.model_copy(
+            update={"min_face_px": None, "close_face_retry": role == "coarse" and settings.close_face_retry}
+        )
     if family(model) == "yunet":
         from edge.detectors.yunet import YuNetDetector
 
+        yunet = settings.yunet
+        if role in ("follow", "locate"):
+            yunet = yunet.model_copy(update={"full_frame_px": YUNET_WINDOW_PX})
+        if role == "locate":
+            yunet = yunet.model_copy(update={"refine_face_px": None, "verify_with": None})
+        settings = settings.model_copy(update={"yunet": yunet})
         verify = settings.yunet.verify_with
         verifier = None
         if verify:

@@ -342,7 +342,7 @@ def warm_up(
 
     A detector builds one interpreter per input size, once per process: the whole frame's fine pass, the
     full-frame pass of the coarse detector, a fine-pass window, a followed face's window (square, whatever
-    the face's size: one input size), the follow detector's look at a still keyframe.
+    the face's size: one input size), the still detector's look at a still keyframe.
     """
     warm = FramePipeline(analyser, Tracker(tracking), holder, settings.model_copy(update={"stage_threads": False}))
     warm.process(CapturedFrame("warm-up", JpegPicture(clip.jpegs[0], *clip.size), 0, 0.0, 0.0))
@@ -351,7 +351,8 @@ def warm_up(
     analyser.coarse_detector.detect(image)
     analyser.detector.detect(image, [(0, 0, side, side)])
     analyser.follow_detector.detect(image[:side, :side])
-    analyser.follow_detector.detect(image)
+    analyser.locate_detector.detect(image[:side, :side])
+    analyser.still_detector.detect(image)
     # A few frames through the threaded pipeline as measured: first imports, stage threads, the matcher's
     # first search (a first run after an install once cost a 20-frame row 0.8 s).
     short = Clip(clip.jpegs[:6], clip.size, clip.fps, [], clip.matcher)
