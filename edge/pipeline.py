@@ -23,7 +23,6 @@ What runs on a frame (see ``edge.motion``):
 
 from __future__ import annotations
 
-import logging
 import queue
 import statistics
 import threading
@@ -37,28 +36,13 @@ import numpy as np
 from edge.analyze import AnalysedFace, FaceAnalyser
 from edge.capture import CapturedFrame
 from edge.config import PipelineSettings
-from edge.detectors.base import Detection, Region, nms_detections
+from edge.detect_stage import Detected, DetectStage, TrackView
+from edge.detectors.base import Region
 from edge.match import Match, Matcher, MatcherHolder
-from edge.motion import Box, Change, MotionGate
-from edge.regions import fine_regions, inside, inside_share
+from edge.regions import inside
 from edge.track import Decision, Observation, Tracker
 
-log = logging.getLogger(__name__)
-
-# Changed parts covering more than this share of the frame: one fine pass over all of it is cheaper.
-FOLLOW_WINDOW_FACES = 4.0  # a followed face's window, in face widths
 STAGES = ("motion", "detect", "align", "embed", "match")
-
-
-@dataclass
-class Detected:
-    """The first stage's result for one frame: gated faces (not embedded), or None when detection was skipped."""
-
-    item: CapturedFrame
-    faces: list[AnalysedFace] | None
-    error: Exception | None = None
-    seq: int | None = None  # submission number (staged frames)
-    gated: int = 0  # faces detected but refused by the quality gate (progress figures)
 
 
 @dataclass
@@ -68,51 +52,6 @@ class FrameResult:
     error: Exception | None = None
     faces: int = 0  # faces that passed the quality gate on this frame (0 when detection was skipped)
     gated: int = 0
-
-
-@dataclass(frozen=True)
-class TrackView:
-    """What the detection stage may know of a track (a snapshot; the tracker belongs to the other stage)."""
-
-    box: np.ndarray
-    velocity: np.ndarray | None
-    t: float
-    embed_due: float  # frame index from which it wants an embedding (inf: decided)
-    track_id: str = ""
-    settled_px: float = 0.0  # faces narrower than this need only be located until embed_due (Tracker.settled_px)
-
-    def region(self) -> Region:
-        x, y, w, h = (round(float(v)) for v in self.box)
-        return (x, y, w, h)
-
-    def settled(self, index: int) -> bool:
-        """Whether this track's face on frame ``index`` need only be located, not looked at closely."""
-        return index < self.embed_due and float(self.box[2]) < self.settled_px
-
-    def body(self, t: float, pad: int) -> Region:
-        """Where this person's head and body should be at ``t``: what their motion can cover."""
-        x, y, w, h = (float(v) for v in self.box)
-        if self.velocity is not None and t > self.t:
-            x, y = x + float(self.velocity[0]) * min(1.0, t - self.t), y + float(self.velocity[1]) * min(1.0, t - self.t)
-        cx, cy = x + w / 2, y + h / 2
-        return (round(cx - 3 * w - 2 * pad), round(cy - 3 * h - 2 * pad), round(6 * w + 4 * pad), round(8 * h + 4 * pad))
-
-
-def unexplained(change: Change, views: Sequence[TrackView], t: float, pad: int) -> list[Box]:
-    """The changes that lie nowhere a known person is expected: where a new face may be."""
-    bodies = [v.body(t, pad) for v in views]
-    return [b for b in change.boxes if not any(inside_share(b, body) >= 0.7 for body in bodies)]
-
-
-@dataclass
-class _CameraState:
-    gate: MotionGate
-    since_detect: int = 10**9
-    since_fine: int = 10**9
-    since_full: int = 10**9
-    since_look: int = 10**9  # frames since the change gate last examined one
-    still: bool = False  # the last examined frame showed no change
-    followed: dict[str, int] = field(default_factory=dict)  # track id -> submission number it was last followed on
 
 
 class FramePipeline:
@@ -135,7 +74,6 @@ class FramePipeline:
         self.stage_ms: dict[str, deque[float]] = {k: deque(maxlen=200) for k in STAGES}
         self._ms_lock = threading.Lock()  # both stages write timings, the status thread reads them
         self.counts = {"frames": 0, "detected": 0, "fine": 0, "followed": 0, "faces": 0, "embedded": 0, "unexamined": 0}
-        self._cameras: dict[str, _CameraState] = {}
         self._views: dict[str, tuple[TrackView, ...]] = {}  # written by the recognition stage, read by detection
         # The detection stage of the n-th submitted frame sees the tracks as they were after frame n-2, whatever the
         # threads' timing: a recording replayed gives the same tracks, so the same event ids (no hit sent twice).
@@ -147,11 +85,12 @@ class FramePipeline:
         self._outbox: queue.Queue[Detected] = queue.Queue()
         self._pending = 0
         self._worker: threading.Thread | None = None
+        self.detection = DetectStage(analyser, settings, self.regions, self.counts, self._ms, self._views_before)
         if settings.stage_threads:
             self._worker = threading.Thread(target=self._work, name="detect", daemon=True)
             self._worker.start()
 
-    # --- stage 1: detection ---
+    # --- timings, and the tracks as the detection stage sees them ---
 
     def _ms(self, stage: str, start: float) -> float:
         now = time.perf_counter()
@@ -182,174 +121,6 @@ class FramePipeline:
             for old in [k for k in self._snapshots if k < seq - 4]:
                 del self._snapshots[old]
             self._snap_cond.notify_all()
-
-    def detect(self, item: CapturedFrame, seq: int | None = None) -> Detected:
-        if item.still:
-            return self._detect_still(item)
-        w, h = item.size
-        cam = self._cameras.get(item.camera)
-        if cam is None:
-            cam = self._cameras[item.camera] = _CameraState(MotionGate(self.s.motion))
-        self.counts["frames"] += 1
-        cam.since_detect += 1
-        cam.since_fine += 1
-        cam.since_full += 1
-        cam.since_look += 1
-        if self._idle_skip(cam, item, seq):
-            self.counts["unexamined"] += 1
-            return Detected(item, None)
-        cam.since_look = 0
-        t = time.perf_counter()
-        # The gate reads a small grey copy: a JPEG frame is decoded in full below only if a detector looks at it.
-        change = cam.gate.update(item.picture) if self.s.motion_gate else Change(1.0, [(0, 0, w, h)], first=True)
-        cam.still = not change.moved
-        t = self._ms("motion", t)
-        if not change.moved and cam.since_detect < self.s.keyframe_every:
-            return Detected(item, None)
-        views = self._views_before(seq).get(item.camera, ())
-        new = change.boxes if change.first else unexplained(change, views, item.t, self.s.motion.pad_px)
-        # A fine pass a frame or two ago looked at these changes (or their predecessors) already.
-        deferred = bool(new) and not change.first and cam.since_fine < self.s.new_look_every
-        if deferred and cam.since_full < self.s.keyframe_every:
-            new = []
-            if not views:
-                return Detected(item, None)
-        if views and not new and cam.since_full < self.s.keyframe_every:
-            if cam.since_detect >= self.s.track_every:
-                cam.since_detect = 0
-                return self._follow(item, views, t, cam, seq)
-            # Only faces that cannot wait (a pending hit to confirm, a crossing) are followed between the regular
-            # follows; the periodic looks at an undecided face wait for the next one: one decode, one pass each.
-            urgent = [v for v in views if v.embed_due == float("-inf") and not self._outcome_pending(cam, v, seq)]
-            if urgent:
-                return self._follow(item, urgent, t, cam, seq)
-            return Detected(item, None)  # only known people moved: followed again in a few frames
-        cam.since_full = 0
-        image = item.image
-        configured = self.regions.get(item.camera, [])
-        if change.first or cam.since_fine >= self.s.fine_every:
-            fine: list[Region] | None = configured or None
-        else:
-            fine = fine_regions(new, configured, w, h, self.s.fine_window_px)
-            if fine is None:
-                fine = configured or None
-        # The known faces' regular follow is put off only when this pass looked where every one of them is
-        # (else a face outside the changed parts would go unseen while changes elsewhere keep coming).
-        if fine is None or not views or (fine and all(any(inside_share(v.region(), r) >= 0.9 for r in fine) for v in views)):
-            cam.since_detect = 0
-        if fine is None or fine:
-            cam.since_fine = 0
-            self.counts["fine"] += 1
-            detections = self.analyser.detector.detect(image, fine)
-        elif change.moved:
-            detections = self.analyser.coarse_detector.detect(image)
-        else:
-            # A keyframe of a still scene: a face filling the frame (what the close-face retry is for) arrives moving.
-            detections = self.analyser.still_detector.detect(image)
-        self.counts["detected"] += 1
-        t = self._ms("detect", t)
-        faces = [f for f in self.analyser.prepare(image, detections) if f.passed_gate]
-        self._ms("align", t)
-        return Detected(item, faces)
-
-    def _idle_skip(self, cam: _CameraState, item: CapturedFrame, seq: int | None) -> bool:
-        """Whether the change gate may leave this frame unexamined: a scene is looked at every few frames.
-
-        Idle (the last examined frame showed no change and no track of the camera is live): every
-        ``idle_look_every`` frames. Busy (live tracks): every ``busy_look_every`` frames, unless a track needs
-        a look now (a hit to confirm, a crossing) or its regular follow is due. Someone walking in takes
-        seconds to cross, so they are found a frame or two later; a keyframe is always examined.
-        """
-        if not self.s.motion_gate or cam.since_detect >= self.s.keyframe_every:
-            return False
-        views = self._views_before(seq).get(item.camera)
-        if not views:
-            return cam.still and cam.since_look < self.s.idle_look_every
-        # Busy: the known faces are predicted between looks; only a look they need now cannot wait.
-        if cam.since_look >= self.s.busy_look_every or cam.since_detect >= self.s.track_every:
-            return False
-        return not any(v.embed_due == float("-inf") and not self._outcome_pending(cam, v, seq) for v in views)
-
-    def _detect_still(self, item: CapturedFrame) -> Detected:
-        """A photo of its own (folder source): the whole detector, no gating by change or by tracks."""
-        self.counts["frames"] += 1
-        t = time.perf_counter()
-        detections = self.analyser.detector.detect(item.image, self.regions.get(item.camera) or None)
-        self.counts["detected"] += 1
-        t = self._ms("detect", t)
-        faces = self.analyser.prepare(item.image, detections)
-        self._ms("align", t)
-        for f in faces:
-            if not f.passed_gate:
-                log.debug("camera %s photo %d: a face failed the quality gate (%s)", item.camera, item.index,
-                          "; ".join(f.gate_reasons))  # fmt: skip
-        passed = [f for f in faces if f.passed_gate]
-        return Detected(item, passed, gated=len(faces) - len(passed))
-
-    @staticmethod
-    def _outcome_pending(cam: _CameraState, view: TrackView, seq: int | None) -> bool:
-        """Whether ``view``'s track was followed on a frame whose outcome the tracks seen here do not show yet.
-
-        Detection plans with the tracks as they were two frames back: following a face again before the
-        last follow's outcome (the confirmed hit, the crossing sorted out) is known would only repeat it.
-        """
-        return seq is not None and cam.followed.get(view.track_id, -(10**9)) >= seq - 1
-
-    def _follow(
-        self,
-        item: CapturedFrame,
-        views: Sequence[TrackView],
-        t: float,
-        cam: _CameraState | None = None,
-        seq: int | None = None,
-    ) -> Detected:
-        """Known faces looked for only where they should be: one detector pass per face, no full-frame pass.
-
-        Each window is four face widths wide, so the face is ~48 px of the detector's 192 px input:
-        the size the detector's own refinement re-measures small faces at (keypoints good enough to embed).
-        A face whose track is settled (decided, and this face no wider than the one it was decided on) is
-        only located: one pass, no second look or confirmation, the detection nearest where it should be;
-        such faces are never embedded.
-        """
-        image = item.image
-        h, w = image.shape[:2]
-        found: list[Detection] = []
-        located: set[int] = set()
-        for v in views:
-            bx, by, bw, bh = (float(x) for x in v.box)
-            side = int(min(FOLLOW_WINDOW_FACES * max(bw, bh, 24.0), w, h))
-            x, y = bx + bw / 2, by + bh / 2
-            if v.velocity is not None and item.t > v.t:
-                x, y = x + float(v.velocity[0]) * min(1.0, item.t - v.t), y + float(v.velocity[1]) * min(1.0, item.t - v.t)
-            x0 = int(min(max(0, round(x - side / 2)), w - side))
-            y0 = int(min(max(0, round(y - side / 2)), h - side))
-            offset = np.array([x0, y0], dtype=np.float32)
-            window = image[y0 : y0 + side, x0 : x0 + side]
-            if v.settled(item.index):
-                near = self.analyser.locate_detector.detect(window)
-                if near:
-                    centre = np.array([x - x0, y - y0], dtype=np.float32)
-                    d = min(near, key=lambda d: float(np.hypot(*(d.box[:2] + d.box[2:] / 2 - centre))))
-                    box = d.box.copy()
-                    box[:2] += offset
-                    found.append(Detection(box=box, keypoints=d.keypoints + offset, score=d.score))
-                    located.add(id(found[-1]))
-                continue
-            for d in self.analyser.follow_detector.detect(window):
-                box = d.box.copy()
-                box[:2] += offset
-                found.append(Detection(box=box, keypoints=d.keypoints + offset, score=d.score))
-        self.counts["followed"] += 1
-        if cam is not None and seq is not None:
-            live = {v.track_id for v in views}
-            cam.followed = {k: n for k, n in cam.followed.items() if n >= seq - 1 and k not in live}
-            cam.followed.update((k, seq) for k in live)
-        t = self._ms("detect", t)
-        faces = [f for f in self.analyser.prepare(image, nms_detections(found, 0.3)) if f.passed_gate]
-        for f in faces:
-            f.located = id(f.detection) in located
-        self._ms("align", t)
-        return Detected(item, faces)
 
     # --- stage 2: tracks, embeddings, matching ---
 
@@ -423,6 +194,10 @@ class FramePipeline:
                 )
             )
         return observations
+
+    def detect(self, item: CapturedFrame, seq: int | None = None) -> Detected:
+        """The first stage for one frame (``DetectStage.detect``)."""
+        return self.detection.detect(item, seq)
 
     def process(self, item: CapturedFrame) -> list[Decision]:
         """Both stages on the calling thread."""
