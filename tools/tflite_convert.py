@@ -66,6 +66,7 @@ def int8_tflite(
     output_range: tuple[float, float] | None = None,
     *,
     moving_average: bool = True,
+    ranges: dict[str, tuple[float, float]] | None = None,
 ) -> bytes:
     """Full-integer model (int8 weights per channel, int8 activations, input and output) calibrated on ``samples``
     (each a whole input tensor); the input's range is ``input_range``, not what the samples reach, and so are
@@ -74,6 +75,8 @@ def int8_tflite(
     ai-edge-quantizer's calibration keeps a moving average of each tensor's min and max (the last
     few dozen samples dominate); ``moving_average=False`` keeps the extremes over all samples instead,
     so no rare input (a large face) saturates a tensor the other samples keep small.
+    ``ranges`` fixes further tensors' ranges by name (e.g. the input of a final reshape, which passes its
+    quantisation on to the output).
     """
     from ai_edge_quantizer import calibrator, recipe
     from ai_edge_quantizer.utils import qsv_utils
@@ -97,9 +100,38 @@ def int8_tflite(
     fixed = {tensor: input_range}
     if output_range is not None:
         fixed |= {str(d["name"]): output_range for d in interp.get_output_details()}
+    fixed |= ranges or {}
     for name, (low, high) in fixed.items():
         calibration[name] = {**calibration[name], "min": np.array(low), "max": np.array(high)}
     return _serialise(q.quantize(calibration))
+
+
+def quantizer_ready(model: bytes, signature: str = "serving_default") -> bytes:
+    """``model`` as ai-edge-quantizer needs it, for a tflite file from an old converter.
+
+    Such files set only the operator codes' ``deprecated_builtin_code`` (the quantizer reads
+    ``builtin_code`` and would take every op for ADD) and may have no signature (calibration runs one).
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    fb = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    for code in fb.operatorCodes:
+        code.builtinCode = max(code.builtinCode, code.deprecatedBuiltinCode)
+    if not fb.signatureDefs:
+        graph = fb.subgraphs[0]
+
+        def tensor_map(index: int) -> Any:
+            entry = schema.TensorMapT()
+            entry.name, entry.tensorIndex = graph.tensors[index].name, index
+            return entry
+
+        sig = schema.SignatureDefT()
+        sig.signatureKey, sig.subgraphIndex = signature, 0
+        sig.inputs = [tensor_map(int(i)) for i in graph.inputs]
+        sig.outputs = [tensor_map(int(i)) for i in graph.outputs]
+        fb.signatureDefs = [sig]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(fb))
 
 
 def interpreter(model: bytes) -> Any:
