@@ -90,7 +90,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )  # fmt: skip
     for name, st in result["streams"].items():
         e, p = st["edge"], st["reference"]
-        print(f"stream {name}: {e['frames']} frames")
+        occupied = f", someone in view in {st['occupied']:.0%} of them" if "occupied" in st else ""
+        print(f"stream {name}: {e['frames']} frames{occupied}")
         rows = [("edge", e), ("plain", p)] + ([("finding", st["reference_finding"])] if "reference_finding" in st else [])
         for who, r in rows:
             print(

@@ -303,3 +303,13 @@ def test_after_the_hit_a_walker_is_only_located_and_never_embedded_again(
     assert locate.calls > 0  # decided faces were followed by the cheap pass
     # A hit needs two agreeing faces, a stranger three that match no one: nobody is embedded for nothing.
     assert max(embedded_per_track.values()) <= 4
+
+
+def test_the_benchs_street_is_empty_most_of_the_time_and_its_busy_clip_is_not(analyser: FaceAnalyser, faces_dir: Path) -> None:
+    """The issue's stream has people walking through a mostly empty street; the busy clip is the stress case."""
+    from edge.measure.stream import BUSY_GAPS, STREET_GAPS
+
+    cast = load_people(analyser, faces_dir, count=10, listed=5)
+    street = make_clip(analyser, faces_dir, size=(320, 240), frames=300, cast=cast, gaps=STREET_GAPS)
+    busy = make_clip(analyser, faces_dir, size=(320, 240), frames=300, cast=cast, gaps=BUSY_GAPS)
+    assert street.walkers and street.occupied < 0.5 < busy.occupied
