@@ -60,10 +60,7 @@ class FaceAnalyser:
         self.manifest = manifest
         self.threads = 1  # CPU threads per interpreter (what a reference pipeline beside it should get too)
         self.timings: dict[str, list[float]] = defaultdict(list)
-        # The same detector without the fine pass (for frames where no small face can be new), or the detector
-        # itself when it has no fine pass.
-        self.coarse_detector: Detector = detector
-        # For a keyframe of a scene where nothing moved: the full-frame pass alone.
+        # The full-frame pass alone (keyframes; frames where only known faces moved): see edge.detectors.ROLES.
         self.still_detector: Detector = detector
         # For following known faces in small windows: one pass, no retry when a window is empty.
         self.follow_detector: Detector = detector
@@ -77,7 +74,7 @@ class FaceAnalyser:
         loaded: dict[str, LoadedModel] = {}
 
         def load_detector(name: str) -> LoadedModel:
-            # One interpreter set per model: the coarse and follow detectors share the main one's (and its verifier).
+            # One interpreter set per model: each role's detector shares the main one's (and its verifier's).
             if name not in loaded:
                 loaded[name] = load_model(
                     manifest, name, kind="detector", accelerator=settings.accelerator, threads=settings.model_threads()
@@ -85,7 +82,7 @@ class FaceAnalyser:
             return loaded[name]
 
         det_model = load_detector(settings.detector.model)
-        detector, coarse, still, follow, locate = (
+        detector, still, follow, locate = (
             create_detector(det_model, settings.detector, load_detector, role=role) for role in ROLES
         )
         emb_model = load_model(
@@ -101,7 +98,6 @@ class FaceAnalyser:
         )
         policy = ThresholdPolicy.from_manifest(emb_model.spec, override=settings.threshold)
         analyser = cls(detector, embedder, gate, policy, manifest)
-        analyser.coarse_detector = coarse
         analyser.still_detector = still
         analyser.follow_detector = follow
         analyser.locate_detector = locate

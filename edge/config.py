@@ -269,7 +269,11 @@ class PipelineSettings(_Section):
         "(tracks stay alive on static frames); false: detect on every frame.",
     )
     keyframe_every: int = Field(
-        10, ge=1, le=1000, description="Detect at least every this many frames even when nothing changed."
+        10,
+        ge=1,
+        le=1000,
+        description="Detect at least every this many frames even when nothing changed (on an idle camera, with no "
+        "live track, every this many times idle_look_every frames).",
     )
     idle_look_every: int = Field(
         3,

@@ -124,9 +124,9 @@ class DetectStage:
         change = cam.gate.update(item.picture) if self.s.motion_gate else Change(1.0, [(0, 0, w, h)], first=True)
         cam.still = not change.moved
         t = self._ms("motion", t)
-        if not change.moved and cam.since_detect < self.s.keyframe_every:
-            return Detected(item, None)
         views = self._views_before(seq).get(item.camera, ())
+        if not change.moved and cam.since_detect < self._keyframe_every(cam, views):
+            return Detected(item, None)
         new = change.boxes if change.first else unexplained(change, views, item.t, self.s.motion.pad_px)
         # A fine pass a frame or two ago looked at these changes (or their predecessors) already.
         deferred = bool(new) and not change.first and cam.since_fine < self.s.new_look_every
@@ -161,16 +161,21 @@ class DetectStage:
             cam.since_fine = 0
             self.counts["fine"] += 1
             detections = self.analyser.detector.detect(image, fine)
-        elif change.moved:
-            detections = self.analyser.coarse_detector.detect(image)
         else:
-            # A keyframe of a still scene: a face filling the frame (what the close-face retry is for) arrives moving.
+            # A keyframe, or only known faces moved: the full-frame pass alone. A face coming close (what the
+            # close-face retry is for) is a change no known face explains: the fine path above.
             detections = self.analyser.still_detector.detect(image)
         self.counts["detected"] += 1
         t = self._ms("detect", t)
         faces = [f for f in self.analyser.prepare(image, detections) if f.passed_gate]
         self._ms("align", t)
         return Detected(item, faces)
+
+    def _keyframe_every(self, cam: _CameraState, views: Sequence[TrackView]) -> int:
+        """Frames between keyframes: ``keyframe_every``, times ``idle_look_every`` on an idle camera (no live track,
+        nothing changed), whose keyframe is only a check on the gate: whoever walks in changes the scene."""
+        idle = cam.still and not views
+        return self.s.keyframe_every * (self.s.idle_look_every if idle else 1)
 
     def _idle_skip(self, cam: _CameraState, item: CapturedFrame, seq: int | None) -> bool:
         """Whether the change gate may leave this frame unexamined: a scene is looked at every few frames.
@@ -180,9 +185,9 @@ class DetectStage:
         a look now (a hit to confirm, a crossing) or its regular follow is due. Someone walking in takes
         seconds to cross, so they are found a frame or two later; a keyframe is always examined.
         """
-        if not self.s.motion_gate or cam.since_detect >= self.s.keyframe_every:
+        views = self._views_before(seq).get(item.camera, ())
+        if not self.s.motion_gate or cam.since_detect >= self._keyframe_every(cam, views):
             return False
-        views = self._views_before(seq).get(item.camera)
         if not views:
             return cam.still and cam.since_look < self.s.idle_look_every
         # Busy: the known faces are predicted between looks; only a look they need now cannot wait.

@@ -17,12 +17,13 @@ if TYPE_CHECKING:
     from edge.config import DetectorSettings
 
 FAMILIES = ("blazeface", "yunet")
-Role = Literal["main", "coarse", "still", "follow", "locate"]
-# main: every pass the settings ask for; coarse: no fine pass (frames where no small face can be new);
-# still: the full-frame pass alone (a keyframe of a scene where nothing moved: nothing can have come close);
-# follow: one pass over a small window around a known face, no retry when it is empty; locate: where a
-# decided face is now, as cheaply as the plugin can tell (its faces are followed, never embedded).
-ROLES: tuple[Role, ...] = ("main", "coarse", "still", "follow", "locate")
+Role = Literal["main", "still", "follow", "locate"]
+# main: every pass the settings ask for; still: the full-frame pass alone, no fine pass and no close-face retry
+# (keyframes, and frames where every change is a known face's: a face coming close is a change no known face
+# explains, which gets the main detector); follow: one pass over a small window around a known face, no retry
+# when it is empty; locate: where a decided face is now, as cheaply as the plugin can tell (its faces are
+# followed, never embedded).
+ROLES: tuple[Role, ...] = ("main", "still", "follow", "locate")
 # A followed face's window is four face widths: at this YuNet input the face is ~40 px, well inside what
 # it finds (16 px) and what its second look refines; a quarter of the 320 px full-frame input's work.
 YUNET_WINDOW_PX = 160
@@ -43,9 +44,7 @@ def create_detector(
     from edge.detectors.blazeface import BlazeFaceDetector
 
     if role != "main":
-        settings = settings.model_copy(
-            update={"min_face_px": None, "close_face_retry": role == "coarse" and settings.close_face_retry}
-        )
+        settings = settings.model_copy(update={"min_face_px": None, "close_face_retry": False})
     if family(model) == "yunet":
         from edge.detectors.yunet import YuNetDetector
 

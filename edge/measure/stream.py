@@ -360,15 +360,14 @@ def warm_up(
 ) -> None:
     """Build the interpreters a running device built long ago, so the rows measure what a stream sustains.
 
-    A detector builds one interpreter per input size, once per process: the whole frame's fine pass, the
-    full-frame pass of the coarse detector, a fine-pass window, a followed face's window (square, whatever
-    the face's size: one input size), the still detector's look at a still keyframe.
+    A detector builds one interpreter per input size, once per process: the whole frame's fine pass, a
+    fine-pass window, a followed (or located) face's window (square, whatever the face's size: one input
+    size), the still detector's full-frame pass.
     """
     warm = FramePipeline(analyser, Tracker(tracking), holder, settings.model_copy(update={"stage_threads": False}))
     warm.process(CapturedFrame("warm-up", JpegPicture(clip.jpegs[0], *clip.size), 0, 0.0, 0.0))
     image = decode_image(clip.jpegs[0])
     side = min(settings.fine_window_px, *image.shape[:2])
-    analyser.coarse_detector.detect(image)
     analyser.detector.detect(image, [(0, 0, side, side)])
     analyser.follow_detector.detect(image[:side, :side])
     analyser.locate_detector.detect(image[:side, :side])
