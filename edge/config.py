@@ -76,7 +76,8 @@ class EnrolViewSettings(_Section):
         "it: shrunk to each of these widths (px; only widths the face is wider than) in a plain full-HD scene, then "
         "found, aligned and embedded as a probe is; an entry scores the max over its embeddings, so 30-60 px faces "
         "match a sharp photo better. edge eval and edge calibrate enrol the same way: the shipped threshold is "
-        "calibrated with these values (change them and re-run edge calibrate). Empty: the photo's embedding only.",
+        "calibrated with these values (change them and re-run edge calibrate). Each size adds one embedding per photo: "
+        "the device's matcher time and memory grow with it. Empty: the photo's embedding only.",
     )
     jpeg_quality: int | None = Field(
         80, ge=1, le=100, description="JPEG quality each distant view is recorded at, as a camera stream is; empty: not encoded."
