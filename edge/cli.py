@@ -27,6 +27,36 @@ def _write_json(path: Path | None, data: dict[str, Any]) -> None:
         path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
+def _views(args: argparse.Namespace) -> Any:
+    """The enrolment views: ``--enrol-views`` (``none``: off), else the config's ``recognition.enrol_views``."""
+    from edge.config import load_settings
+    from edge.distant_views import DistantViews
+
+    if args.enrol_views is None:
+        if args.enrol_views_jpeg is not None:
+            raise EdgeError("--enrol-views-jpeg needs --enrol-views")
+        return DistantViews.from_settings(load_settings(args.config).recognition.enrol_views)
+    if args.enrol_views.strip().lower() == "none":
+        return None
+    try:
+        sizes = tuple(int(v) for v in args.enrol_views.split(","))
+        return DistantViews(sizes=sizes, jpeg_quality=args.enrol_views_jpeg)
+    except ValueError as exc:
+        raise EdgeError(f"--enrol-views {args.enrol_views!r}: {exc}") from exc
+
+
+def _views_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--enrol-views",
+        help="also enrol each enrolment face shrunk to these widths in px (comma-separated, e.g. 32,48), found and "
+        "embedded as a distant probe is (an identity scores the max over its embeddings); none: the photo's "
+        "embedding only (default: the config's recognition.enrol_views, as watchlist build enrols)",
+    )
+    p.add_argument(
+        "--enrol-views-jpeg", type=int, help="with --enrol-views: JPEG quality to record the views at (default: not encoded)"
+    )
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from edge.measure.evaluate import evaluate
 
@@ -34,10 +64,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise EdgeError(f"--details {args.details}: folder {args.details.parent} does not exist")
     analyser = analyser_from_args(args, threshold=args.threshold)
     report, scores, results = evaluate(
-        analyser, args.manifest, nonfaces=args.nonfaces, enrol=args.enrol, quality_gate=args.quality_gate
+        analyser,
+        args.manifest,
+        nonfaces=args.nonfaces,
+        enrol=args.enrol,
+        quality_gate=args.quality_gate,
+        views=_views(args),
     )
     c = report["counts"]
-    print(f"embedder {report['embedder']}, detector {report['detector']}, enrol {report['enrol']}")
+    views = report["enrol_views"]
+    seen = f"views {views['sizes']} px, JPEG {views['jpeg_quality']}" if views else "no views"
+    print(f"embedder {report['embedder']}, detector {report['detector']}, enrol {report['enrol']} ({seen})")
     print(
         f"identities {c['identities']} (enrolled {c['enrolled']}), genuine probes {c['genuine_probes']}, "
         f"impostor probes {c['impostor_probes']}, pairs {c['genuine_pairs']} genuine / {c['impostor_pairs']} impostor"
@@ -118,7 +155,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from edge.measure.calibrate import calibrate, write_threshold
 
     analyser = analyser_from_args(args, threshold=0.0)
-    result = calibrate(analyser, args.manifest, args.impostor_photos or [], target_far=args.target_far)
+    result = calibrate(analyser, args.manifest, args.impostor_photos or [], target_far=args.target_far, views=_views(args))
     print(
         f"{analyser.embedder.name}: {result.pairs} impostor pairs (mean {result.mean:.3f}, sd {result.std:.3f}); "
         f"gaussian tail {result.details['gaussian']:.3f}, empirical {result.details['empirical']:.3f} "
@@ -203,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write one row per probe (face found, score against its own identity, threshold, top-1, outcome, "
         "reason for each miss) to this CSV file (JSON when it ends in .json)",
     )
+    _views_args(p)
     recognition_args(p)
     p.set_defaults(func=cmd_eval)
 
@@ -227,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target-far", type=float, default=1e-4, help="pair false-accept rate to calibrate for")
     p.add_argument("--write", action="store_true", help="store the result in models/manifest.json")
+    _views_args(p)
     recognition_args(p)
     p.set_defaults(func=cmd_calibrate)
 

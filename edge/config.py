@@ -11,7 +11,7 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
@@ -69,6 +69,21 @@ class QualitySettings(_Section):
     min_detector_score: float = Field(0.6, ge=0, le=1, description="Minimum detector score to match a face.")
 
 
+class EnrolViewSettings(_Section):
+    sizes: list[Annotated[int, Field(ge=16, le=256)]] = Field(
+        default_factory=lambda: [32, 40, 48],
+        description="Enrolment (watchlist build, web console) also stores each photo's face as a distant camera sees "
+        "it: shrunk to each of these widths (px; only widths the face is wider than) in a plain full-HD scene, then "
+        "found, aligned and embedded as a probe is; an entry scores the max over its embeddings, so 30-60 px faces "
+        "match a sharp photo better. edge eval and edge calibrate enrol the same way: the shipped threshold is "
+        "calibrated with these values (change them and re-run edge calibrate). Each size adds one embedding per photo: "
+        "the device's matcher time and memory grow with it. Empty: the photo's embedding only.",
+    )
+    jpeg_quality: int | None = Field(
+        80, ge=1, le=100, description="JPEG quality each distant view is recorded at, as a camera stream is; empty: not encoded."
+    )
+
+
 class RecognitionSettings(_Section):
     embedder: str = Field("mobilefacenet", description="Embedder model from models/manifest.json.")
     accelerator: Literal["auto", "cpu", "edgetpu"] = Field(
@@ -104,6 +119,9 @@ class RecognitionSettings(_Section):
     )
     detector: DetectorSettings = Field(default_factory=DetectorSettings, description="Face detector.")
     quality: QualitySettings = Field(default_factory=QualitySettings, description="Quality gate before matching.")
+    enrol_views: EnrolViewSettings = Field(
+        default_factory=EnrolViewSettings, description="Extra enrolment embeddings of each face as seen from afar."
+    )
 
 
 class WatchlistSettings(_Section):

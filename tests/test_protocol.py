@@ -106,3 +106,18 @@ def test_the_split_puts_every_image_in_exactly_one_role(rows: list[tuple[str, in
     used = sorted([i for v in sp.enrolled.values() for i in v] + sp.genuine + sp.unenrolled)
     assert used == list(range(len(s)))
     assert all(len(v) <= enrol for v in sp.enrolled.values())
+
+
+def test_extra_gallery_embeddings_of_an_enrolled_image_count_towards_its_identity_max() -> None:
+    s = samples({"a": 2, "b": 2, "c": 2, "d": 1})
+    emb: list[np.ndarray | None] = [np.eye(4, dtype=np.float32)[ord(x.identity) - ord("a")] for x in s]
+    emb[1] = np.array([0.6, 0.8, 0, 0], np.float32)  # a's probe, half-way to b
+    plain = collect_scores(s, emb, split(s))
+    extra = {0: [np.array([0.6, 0.8, 0, 0], np.float32)]}  # a's enrolment image seen another way
+    more = collect_scores(s, emb, split(s), extra)
+    assert plain.genuine[0] == pytest.approx(0.6) and more.genuine[0] == pytest.approx(1.0)
+    # every other comparison against a rises to the max over its embeddings, impostors included
+    assert more.impostor.sum() > plain.impostor.sum()
+    # an enrolment image without a face gets no extra embeddings
+    emb[0] = None
+    assert collect_scores(s, emb, split(s), extra).genuine[0] == NEG_INF

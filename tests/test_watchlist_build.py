@@ -64,4 +64,4 @@ def test_show_verify_and_apply_say_the_expiry_and_list_what_the_device_holds(
     assert "vNone" not in out and "the first on this device" in out
     assert main(["watchlist", "show", "--config", str(cfg), "--entries"]) == 0
     out = capsys.readouterr().out
-    assert "case-1\t1 embeddings" in out and "watchlist city v1: 1 entries; expires" in out
+    assert "case-1\t4 embeddings" in out and "watchlist city v1: 1 entries; expires" in out  # the photo and its 3 distant views

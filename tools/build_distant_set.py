@@ -11,6 +11,9 @@ The original set (``--variant original``, the default) writes ``faces.csv`` (the
 a full scene); it sizes faces by the default detector's box and skips photos it misses. The camera
 set (``edge/measure/camera_scenes.py``) writes the variants ``whole``, ``patch`` and ``multi`` plus one
 face-free set with face-like distractors; faces are sized by tools/data/distant_reference.csv.
+Beside each ``faces.csv`` goes ``faces_photo_enrolled.csv``: the same scenes, except that each identity
+``edge eval`` enrols is enrolled from the original photo of the scene it would have enrolled (copied
+under ``enrol_photos/``, which sorts first), as a watchlist enrols from a good photo.
 Deterministic for a seed.
 """
 
@@ -19,14 +22,15 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import shutil
 import sys
 from pathlib import Path
 
 from edge.config import RecognitionSettings
 from edge.detectors.blazeface import BlazeFaceDetector
 from edge.measure import camera_scenes
-from edge.measure.protocol import read_manifest
-from edge.measure.scenes import build_distant_set, build_nonface_scenes
+from edge.measure.protocol import read_manifest, split
+from edge.measure.scenes import build_distant_set, build_nonface_scenes, write_csv
 from edge.models import load_manifest
 from edge.runtime import load_model
 from edge.sources import load_image
@@ -66,7 +70,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     build_nonface_scenes([(s.path.name, load_image(s.path)) for s in nonfaces], args.out)
     print(f"wrote {manifest} ({skipped} source photos without a findable face skipped) and {args.out / 'nonfaces.csv'}")
+    print(f"wrote {photo_enrolled(manifest, args.faces / 'faces.csv')}")
     return 0
+
+
+def photo_enrolled(manifest: Path, faces: Path) -> Path:
+    """``faces_photo_enrolled.csv`` beside ``manifest``: each enrolled identity's enrolment scene replaced by its photo.
+
+    Scene ``scenes/<identity>/<i>.jpg`` shows row ``i`` of ``faces``. The photo is copied to
+    ``enrol_photos/<identity>/``, which sorts before ``scenes/`` so edge eval's split enrols it.
+    """
+    photos = read_manifest(faces)
+    scenes = read_manifest(manifest)
+    sp = split(scenes)
+    replace = {idx[0] for idx in sp.enrolled.values()}
+    rows: list[tuple[object, ...]] = []
+    for i, s in enumerate(scenes):
+        rel = s.path.relative_to(manifest.parent)
+        if i in replace:
+            src = photos[int(s.path.stem)]
+            if src.identity != s.identity:
+                raise SystemExit(f"{rel}: row {s.path.stem} of {faces} is {src.identity}, not {s.identity}")
+            rel = Path("enrol_photos") / s.identity / f"{s.path.stem}{src.path.suffix}"
+            (manifest.parent / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src.path, manifest.parent / rel)
+        rows.append((rel.as_posix(), s.identity))
+    out = manifest.parent / "faces_photo_enrolled.csv"
+    write_csv(out, ["path", "identity"], rows)
+    return out
 
 
 def build_camera(args: argparse.Namespace) -> int:
@@ -84,7 +115,7 @@ def build_camera(args: argparse.Namespace) -> int:
         manifest = camera_scenes.build_camera_set(
             sources, backgrounds, lookalikes, args.out, variant, min_px=args.min_px, max_px=args.max_px, seed=args.seed
         )
-        print(f"wrote {manifest} ({len(sources)} scenes)")
+        print(f"wrote {manifest} ({len(sources)} scenes) and {photo_enrolled(manifest, args.faces / 'faces.csv')}")
     print(f"wrote {camera_scenes.build_camera_nonfaces(backgrounds, lookalikes, args.out, seed=args.seed)}")
     return 0
 

@@ -16,6 +16,8 @@ fine pass, as a pole camera sees passers-by; once clean and once as a modest cam
 noise, slight blur, low contrast, JPEG 70-95, see ``camera_scenes.camera``) stand for faces under
 64 px (the 52 px probes) and under 44 px (the 36 px probes), and faces shrunk to 24 px for under
 32 px. Rules add up, so each band's threshold is its own probes' tail (never below the wider band's).
+Each labelled face stands on the gallery side as enrolment stores it: with the configured distant views
+(``recognition.enrol_views``, ``edge.distant_views``) besides its own embedding, a pair scoring the max.
 
 The reserved data holds people the development set does not, so the result is checked on people
 it was not computed from: the identities are split in two halves, every threshold is computed from
@@ -38,6 +40,7 @@ import cv2
 import numpy as np
 
 from edge.analyze import FaceAnalyser
+from edge.distant_views import DistantViews, view_embeddings
 from edge.measure.camera_scenes import camera
 from edge.measure.protocol import read_manifest
 from edge.measure.scenes import place_face
@@ -114,10 +117,18 @@ def tail_threshold(scores: np.ndarray, far: float) -> tuple[float, float, float]
     return max(gauss, emp), gauss, emp
 
 
-def calibrate(analyser: FaceAnalyser, faces: Path, impostor_photos: list[Path], target_far: float = 1e-4) -> CalibrationResult:
+def calibrate(
+    analyser: FaceAnalyser,
+    faces: Path,
+    impostor_photos: list[Path],
+    target_far: float = 1e-4,
+    views: DistantViews | None = None,
+) -> CalibrationResult:
+    """``views``: each labelled face is also enrolled as ``views`` sees it, and a comparison scores the max."""
     samples = read_manifest(faces)
     ids = np.array([s.identity for s in samples])
     refs: list[np.ndarray | None] = []
+    ref_views: list[list[np.ndarray]] = []
     probes: dict[str, list[tuple[int, np.ndarray]]] = {}
     for i, s in enumerate(samples):
         image = load_image(s.path)
@@ -128,6 +139,7 @@ def calibrate(analyser: FaceAnalyser, faces: Path, impostor_photos: list[Path], 
         refs.append(found[0].embedding)
         probes.setdefault("original", []).append((i, found[0].embedding))
         box = found[0].detection.box
+        ref_views.append([] if views is None else view_embeddings(analyser, image, box, views, seed=i))
         scenes = {f"distant{px}": distant_scene(image, box, px, i) for px in DISTANT_SIZES}
         scenes |= {f"camera{px}": distant_scene(image, box, px, i, recorded=True) for px in DISTANT_SIZES}
         for kind, img in {**degrade(image, box), **scenes}.items():
@@ -135,19 +147,26 @@ def calibrate(analyser: FaceAnalyser, faces: Path, impostor_photos: list[Path], 
             if degraded:
                 probes.setdefault(kind, []).append((i, degraded[0].embedding))
     valid = [i for i, r in enumerate(refs) if r is not None]
-    ref_mat = np.stack([r for r in refs if r is not None])
+    gallery = [[r, *v] for r, v in zip((r for r in refs if r is not None), ref_views, strict=True)]
+    ref_mat = np.stack([e for g in gallery for e in g])
+    starts = np.cumsum([0] + [len(g) for g in gallery[:-1]])
     ref_ids = ids[valid]
+
+    def against_refs(e: np.ndarray) -> np.ndarray:
+        """``e`` against each labelled face: the max over that face's gallery embeddings."""
+        return np.maximum.reduceat(ref_mat @ e, starts)
+
     pooled: list[np.ndarray] = []
     per_kind: dict[str, Any] = {}
     for kind, items in probes.items():
-        scores = np.concatenate([(ref_mat @ e)[ref_ids != ids[i]] for i, e in items])
+        scores = np.concatenate([against_refs(e)[ref_ids != ids[i]] for i, e in items])
         pooled.append(scores)
         per_kind[kind] = {"pairs": int(scores.size), "max": round(float(scores.max()), 4)}
     cohort = 0
     for manifest in impostor_photos:
         for s in read_manifest(manifest):
             for face in analyser.analyse(load_image(s.path), apply_gate=False):
-                pooled.append(ref_mat @ face.embedding)
+                pooled.append(against_refs(face.embedding))
                 cohort += 1
     per_kind["group_photo_faces"] = {"faces": cohort}
     allp = np.concatenate(pooled)
@@ -157,7 +176,7 @@ def calibrate(analyser: FaceAnalyser, faces: Path, impostor_photos: list[Path], 
         """Impostor scores of these probe kinds; with ``people``, only pairs whose both sides are among them."""
         among = np.ones(len(ref_ids), bool) if people is None else np.isin(ref_ids, sorted(people))
         items = [(i, e) for k in kinds for i, e in probes.get(k, []) if people is None or ids[i] in people]
-        return np.concatenate([(ref_mat @ e)[(ref_ids != ids[i]) & among] for i, e in items] or [np.zeros(1)])
+        return np.concatenate([against_refs(e)[(ref_ids != ids[i]) & among] for i, e in items] or [np.zeros(1)])
 
     def band_thresholds(people: set[str] | None = None) -> tuple[float, dict[float, float]]:
         """The base and each band's full threshold (not yet a raise), from the pairs among ``people``."""
@@ -187,6 +206,8 @@ def calibrate(analyser: FaceAnalyser, faces: Path, impostor_photos: list[Path], 
         # The detector's landmarks shape the aligned crops, so the threshold is tied to it too.
         details={
             "detector": analyser.detector.name,
+            # The gallery side of every pair: the labelled faces, and their distant views when enrolment adds them.
+            "enrol_views": None if views is None else {"sizes": list(views.sizes), "jpeg_quality": views.jpeg_quality},
             "gaussian": round(gauss, 4),
             "empirical": round(emp, 4),
             "probes": per_kind,

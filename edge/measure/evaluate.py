@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from edge.analyze import FaceAnalyser
+from edge.distant_views import DistantViews, view_embeddings
 from edge.errors import ImageDecodeError
 from edge.measure.protocol import (
     Sample,
@@ -37,6 +38,7 @@ class ImageResult:
     faces: int
     detect_ms: float
     embed_ms: float
+    box: np.ndarray | None = None  # the face's box, kept for enrolment views
 
 
 def analyse_images(analyser: FaceAnalyser, samples: list[Sample], *, quality_gate: bool) -> list[ImageResult]:
@@ -55,7 +57,9 @@ def analyse_images(analyser: FaceAnalyser, samples: list[Sample], *, quality_gat
         embed_ms = sum(analyser.timings.get("align", [])) + sum(analyser.timings.get("embed", []))
         usable = [f for f in faces if f.passed_gate]
         if usable:
-            results.append(ImageResult(usable[0].embedding, usable[0].quality, len(faces), detect_ms, embed_ms))
+            results.append(
+                ImageResult(usable[0].embedding, usable[0].quality, len(faces), detect_ms, embed_ms, usable[0].detection.box)
+            )
         else:
             results.append(ImageResult(None, None, len(faces), detect_ms, embed_ms))
     return results
@@ -80,13 +84,20 @@ def evaluate(
     nonfaces: Path | None = None,
     enrol: int = 1,
     quality_gate: bool = False,
+    views: DistantViews | None = None,
 ) -> tuple[dict[str, Any], Scores, list[ImageResult]]:
     started = time.perf_counter()
     samples = read_manifest(manifest)
     sp = split(samples, enrol)
     results = analyse_images(analyser, samples, quality_gate=quality_gate)
     embeddings = [r.embedding for r in results]
-    scores = collect_scores(samples, embeddings, sp)
+    extra: dict[int, list[np.ndarray]] = {}
+    if views is not None:
+        for i in (i for idx in sp.enrolled.values() for i in idx):
+            box = results[i].box
+            if box is not None:
+                extra[i] = view_embeddings(analyser, load_image(samples[i].path), box, views, seed=i)
+    scores = collect_scores(samples, embeddings, sp, extra)
 
     policy = analyser.threshold
     # Quality-aware: each probe is held to the threshold its own face quality calls for.
@@ -130,6 +141,8 @@ def evaluate(
         "embedder": analyser.embedder.name,
         "detector": analyser.detector.name,
         "enrol": enrol,
+        "enrol_views": None if views is None else {"sizes": list(views.sizes), "jpeg_quality": views.jpeg_quality},
+        "enrol_view_embeddings": sum(len(v) for v in extra.values()),
         "quality_gate": quality_gate,
         "seconds": round(time.perf_counter() - started, 2),
     }

@@ -8,6 +8,7 @@ fixed by the split, not by what was detected (ISO/IEC 19795-1 generalised rates)
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,12 +68,22 @@ def split(samples: list[Sample], enrol: int = 1) -> Split:
     return Split(enrolled=enrolled, genuine=sorted(genuine), unenrolled=sorted(unenrolled), identities=identities)
 
 
-def score_matrix(embeddings: list[np.ndarray | None], sp: Split, probes: list[int]) -> tuple[np.ndarray, list[str]]:
-    """(len(probes), len(enrolled)) max-over-templates cosine; minus infinity where a face is missing."""
+def score_matrix(
+    embeddings: list[np.ndarray | None],
+    sp: Split,
+    probes: list[int],
+    extra: Mapping[int, list[np.ndarray]] | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """(len(probes), len(enrolled)) max-over-templates cosine; minus infinity where a face is missing.
+
+    ``extra``: further gallery embeddings of an enrolled sample (by sample index), scored like its own.
+    """
     names = sorted(sp.enrolled)
     out = np.full((len(probes), len(names)), NEG_INF, dtype=np.float64)
+    extra = extra or {}
     for j, name in enumerate(names):
         templates = [e for e in (embeddings[i] for i in sp.enrolled[name]) if e is not None]
+        templates += [e for i in sp.enrolled[name] if embeddings[i] is not None for e in extra.get(i, [])]
         if not templates:
             continue
         tmat = np.stack(templates).astype(np.float64)
@@ -104,9 +115,14 @@ class Scores:
     unenrolled_top: list[tuple[str | None, float]]
 
 
-def collect_scores(samples: list[Sample], embeddings: list[np.ndarray | None], sp: Split) -> Scores:
+def collect_scores(
+    samples: list[Sample],
+    embeddings: list[np.ndarray | None],
+    sp: Split,
+    extra: Mapping[int, list[np.ndarray]] | None = None,
+) -> Scores:
     probes = sp.genuine + sp.unenrolled
-    matrix, names = score_matrix(embeddings, sp, probes)
+    matrix, names = score_matrix(embeddings, sp, probes, extra)
     genuine: list[float] = []
     impostor: list[float] = []
     tops: list[tuple[str | None, float]] = []

@@ -2,11 +2,14 @@
 
 Each photo must show one face clearly (it passes the same quality gate as on the device,
 and any second face must be much smaller, so a bystander is never enrolled by mistake).
-Every photo that is not used is listed with the reason.
+Every photo that is not used is listed with the reason. With ``recognition.enrol_views`` (on by
+default) each accepted face is also embedded as a distant camera would see it (``edge.distant_views``),
+so an entry holds several embeddings and scores the max over them.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from edge.analyze import FaceAnalyser
+from edge.distant_views import DistantViews, calibration_mismatch, view_embeddings
 from edge.errors import EdgeError, ImageDecodeError
 from edge.sources import IMAGE_SUFFIXES, load_image
 from edge.untrusted import read_csv
 from edge.watchlist.chunks import ENTRY_ID_RE, Entry
+
+log = logging.getLogger(__name__)
 
 # A second face at least this share of the main face's area makes the photo ambiguous.
 AMBIGUOUS_AREA_SHARE = 0.25
@@ -93,8 +99,14 @@ def _progress(done: int, total: int) -> None:
         sys.stderr.flush()
 
 
-def enrol(analyser: FaceAnalyser, requests: list[EnrolRequest], *, progress: bool = True) -> EnrolReport:
+def enrol(
+    analyser: FaceAnalyser, requests: list[EnrolRequest], *, progress: bool = True, views: DistantViews | None = None
+) -> EnrolReport:
+    """``views``: each accepted photo's face also enrolled as a distant camera sees it (``edge.distant_views``)."""
     report = EnrolReport()
+    mismatch = calibration_mismatch(analyser, views)
+    if mismatch:
+        log.warning("%s", mismatch)
     total = sum(len(r.photos) for r in requests)
     done = 0
     for req in requests:
@@ -119,6 +131,8 @@ def enrol(analyser: FaceAnalyser, requests: list[EnrolRequest], *, progress: boo
                 report.rejected.append((photo, "quality: " + "; ".join(faces[0].gate_reasons)))
                 continue
             embeddings.append(faces[0].embedding)
+            if views is not None:
+                embeddings.extend(view_embeddings(analyser, image, faces[0].detection.box, views, seed=len(embeddings)))
         if not embeddings:
             report.empty.append(req.entry_id)
             continue

@@ -47,13 +47,16 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from edge.cli_args import analyser_from_args
+    from edge.config import load_settings
+    from edge.distant_views import DistantViews
     from edge.operator.enrol import enrol, requests_from_csv, requests_from_folder
 
     if bool(args.photos) == bool(args.csv):
         raise EdgeError("give exactly one of --photos DIR or --csv FILE")
     requests = requests_from_folder(args.photos) if args.photos else requests_from_csv(args.csv)
     analyser = analyser_from_args(args)
-    report = enrol(analyser, requests, progress=not args.quiet)
+    views = DistantViews.from_settings(load_settings(args.config).recognition.enrol_views)
+    report = enrol(analyser, requests, progress=not args.quiet, views=views)
     for photo, why in report.rejected:
         print(f"rejected {photo}: {why}")
     for eid in report.empty:

@@ -83,6 +83,7 @@ def list_bundles(console: Console) -> list[dict[str, Any]]:
 def build(console: Console, name: str, version: int, expires_days: float) -> tuple[str, list[str]]:
     from edge.analyze import FaceAnalyser
     from edge.config import RecognitionSettings
+    from edge.distant_views import DistantViews
     from edge.operator.enrol import enrol, requests_from_folder
     from edge.watchlist.bundle import build_unsigned, write_bundle
     from edge.watchlist.manifest import now_utc
@@ -91,8 +92,10 @@ def build(console: Console, name: str, version: int, expires_days: float) -> tup
         raise EdgeError("the console was started without --photos: there is nothing to build from")
     if not NAME_RE.fullmatch(name) or not 0 < version < 2**31 or not 0 < expires_days <= 366:
         raise EdgeError("a watchlist name (letters, digits, _.-), a version from 1 and a lifetime of up to 366 days")
-    analyser = FaceAnalyser.from_settings(RecognitionSettings(accelerator="cpu"))
-    report = enrol(analyser, requests_from_folder(console.config.photos_dir), progress=False)
+    settings = RecognitionSettings(accelerator="cpu")
+    analyser = FaceAnalyser.from_settings(settings)
+    views = DistantViews.from_settings(settings.enrol_views)
+    report = enrol(analyser, requests_from_folder(console.config.photos_dir), progress=False, views=views)
     notes = [f"{p.parent.name}/{p.name}: {why}" for p, why in report.rejected]
     notes += [f"entry {e}: no usable photo, left out" for e in report.empty]
     manifest, chunks = build_unsigned(
