@@ -12,7 +12,8 @@ from edge.capture import CapturedFrame
 from edge.config import MotionSettings, PipelineSettings, TrackingSettings
 from edge.match import Match, MatcherHolder
 from edge.measure.bench import synthetic_frame
-from edge.measure.stream import compare, load_people, make_clip
+from edge.measure.clips import load_people, make_clip
+from edge.measure.stream import compare
 from edge.motion import MotionGate
 from edge.pipeline import FramePipeline
 from edge.quality import Quality
@@ -307,7 +308,7 @@ def test_after_the_hit_a_walker_is_only_located_and_never_embedded_again(
 
 def test_the_benchs_street_is_empty_most_of_the_time_and_its_busy_clip_is_not(analyser: FaceAnalyser, faces_dir: Path) -> None:
     """The issue's stream has people walking through a mostly empty street; the busy clip is the stress case."""
-    from edge.measure.stream import BUSY_GAPS, STREET_GAPS
+    from edge.measure.clips import BUSY_GAPS, STREET_GAPS
 
     cast = load_people(analyser, faces_dir, count=10, listed=5)
     street = make_clip(analyser, faces_dir, size=(320, 240), frames=300, cast=cast, gaps=STREET_GAPS)

@@ -3,7 +3,7 @@
 
     python tools/stream_compare.py --photos ../shared/data/faces [--size 640x480] [--frames 460] [--out DIR]
 
-A clip of people walking past (edge.measure.stream; five of them on a signed watchlist, the
+A clip of people walking past (edge.measure.clips; five of them on a signed watchlist, the
 rest strangers) is written as MJPEG AVI. ``edge run`` processes it (MQTT off, stop_at_end),
 then a second process runs the plain pipeline on the same file (every frame decoded, the
 detector's full-frame pass once, every face embedded and matched, the same alert policy).
@@ -86,7 +86,7 @@ def main() -> int:
     from edge.analyze import FaceAnalyser
     from edge.cli import main as edge
     from edge.config import RecognitionSettings
-    from edge.measure.stream import load_people, make_clip
+    from edge.measure.clips import load_people, make_clip
 
     w, h = (int(v) for v in args.size.split("x"))
     out: Path = args.out
