@@ -14,7 +14,7 @@ export has a fixed batch of 2 (it cannot be resized to 1 under XNNPACK).
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -53,16 +53,6 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _quantisation(details: dict[str, Any]) -> tuple[float, int] | None:
-    """(scale, zero point) of an integer tensor, None for a float one."""
-    if np.dtype(details["dtype"]).kind == "f":
-        return None
-    scale, zero = details["quantization"]
-    if not scale:
-        raise ModelError(f"integer tensor {details['name']!r} has no quantisation parameters")
-    return float(scale), int(zero)
-
-
 class TFLiteEmbedder:
     def __init__(self, model: LoadedModel, *, flip: bool = True) -> None:
         spec = model.spec
@@ -84,12 +74,10 @@ class TFLiteEmbedder:
         self.alignment = str(inp.get("alignment", DEFAULT_ALIGNMENT))
         if self.alignment not in TEMPLATES:
             raise ModelError(f"{self.name}: unknown alignment {self.alignment!r}; known: {sorted(TEMPLATES)}")
-        interp = model.interpreter
-        in_details = next(d for d in interp.get_input_details() if int(d["index"]) == model.input_index)
-        out_details = next(d for d in interp.get_output_details() if int(d["index"]) == model.output_indices[0])
+        in_details = model.input_details()
         self._in_dtype = np.dtype(in_details["dtype"])
-        self._in_q = _quantisation(in_details)
-        self._out_q = _quantisation(out_details)
+        self._in_q = model.quantisation(in_details)
+        self._out_q = model.quantisation(model.output_details()[0])
 
     def _prepare(self, tensor: np.ndarray) -> np.ndarray:
         x = (tensor - self._offset) / self._divisor

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge.errors import ModelLoadError, RuntimeMissingError
+from edge.errors import ModelError, ModelLoadError, RuntimeMissingError
 from edge.models import ModelManifest, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,23 @@ class LoadedModel:
     output_indices: list[int]
     path: Path | None = None  # the verified file, for variants with another input size
     threads: int = 2
+
+    def input_details(self) -> dict[str, Any]:
+        return next(d for d in self.interpreter.get_input_details() if int(d["index"]) == self.input_index)
+
+    def output_details(self) -> list[dict[str, Any]]:
+        """The details of the outputs ``run`` returns, in that order."""
+        by_index = {int(d["index"]): d for d in self.interpreter.get_output_details()}
+        return [by_index[i] for i in self.output_indices]
+
+    def quantisation(self, details: dict[str, Any]) -> tuple[float, int] | None:
+        """(scale, zero point) of one of this model's integer tensors, None for a float one."""
+        if np.dtype(details["dtype"]).kind == "f":
+            return None
+        scale, zero = details["quantization"]
+        if not scale:
+            raise ModelError(f"{self.spec.name}: integer tensor {details['name']!r} has no quantisation parameters")
+        return float(scale), int(zero)
 
     def run(self, tensor: np.ndarray) -> list[np.ndarray]:
         self.interpreter.set_tensor(self.input_index, tensor)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import cv2
 import numpy as np
@@ -25,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.detectors.base import MAX_INPUT_SIZES, Detection, Reach, Region, nms_detections
 from edge.detectors.blazeface import BlazeFaceDetector
-from edge.errors import ModelError
 from edge.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -133,19 +131,8 @@ class _Quantisation:
 
     @classmethod
     def of(cls, model: LoadedModel) -> _Quantisation:
-        interp = model.interpreter
-        inp = next(d for d in interp.get_input_details() if int(d["index"]) == model.input_index)
-        outs = {int(d["index"]): d for d in interp.get_output_details()}
-
-        def q(details: dict[str, Any]) -> tuple[float, int] | None:
-            if np.dtype(details["dtype"]).kind == "f":
-                return None
-            scale, zero = details["quantization"]
-            if not scale:
-                raise ModelError(f"{model.spec.name}: integer tensor {details['name']!r} has no quantisation parameters")
-            return float(scale), int(zero)
-
-        return cls(np.dtype(inp["dtype"]), q(inp), [q(outs[i]) for i in model.output_indices])
+        inp = model.input_details()
+        return cls(np.dtype(inp["dtype"]), model.quantisation(inp), [model.quantisation(d) for d in model.output_details()])
 
     def pixels(self, rgb: np.ndarray) -> np.ndarray:
         if self.input_q is None:
