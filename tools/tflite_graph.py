@@ -62,12 +62,12 @@ def _constant(model: Any, graph: Any, tensor: int) -> np.ndarray | None:
 
 def fuse_prelu(content: bytes) -> tuple[bytes, int]:
     """``content`` with every ``relu(x) + m * (x - abs(x))`` group replaced by ``prelu(x, 2m)``; (model, groups fused)."""
-    import flatbuffers
+    from ai_edge_litert.tools import flatbuffer_utils
 
     schema = _schema()
     op_ = schema.BuiltinOperator
     try:
-        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(content), 0))
+        model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
     except Exception as exc:  # the flatbuffer reader raises whatever it trips on
         raise GraphError(f"not a TFLite model: {exc}") from exc
     graph = model.subgraphs[0]
@@ -128,9 +128,7 @@ def fuse_prelu(content: bytes) -> tuple[bytes, int]:
         replaced[i] = fused
         removed |= {relu, mul, sub, absolute}
     graph.operators = [replaced.get(i, op) for i, op in enumerate(ops) if i not in removed]
-    builder = flatbuffers.Builder(len(content) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), len(replaced)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), len(replaced)
 
 
 def _drop_unused_tensors(graph: Any) -> None:
