@@ -57,12 +57,17 @@ class TrackView:
         """Whether this track's face on frame ``index`` need only be located, not looked at closely."""
         return index < self.embed_due and float(self.box[2]) < self.settled_px
 
-    def body(self, t: float, pad: int) -> Region:
-        """Where this person's head and body should be at ``t``: what their motion can cover."""
+    def centre_at(self, t: float) -> tuple[float, float]:
+        """Where the face's centre should be at ``t`` if it keeps moving as it did (for at most a second)."""
         x, y, w, h = (float(v) for v in self.box)
         if self.velocity is not None and t > self.t:
             x, y = x + float(self.velocity[0]) * min(1.0, t - self.t), y + float(self.velocity[1]) * min(1.0, t - self.t)
-        cx, cy = x + w / 2, y + h / 2
+        return x + w / 2, y + h / 2
+
+    def body(self, t: float, pad: int) -> Region:
+        """Where this person's head and body should be at ``t``: what their motion can cover."""
+        w, h = float(self.box[2]), float(self.box[3])
+        cx, cy = self.centre_at(t)
         return (round(cx - 3 * w - 2 * pad), round(cy - 3 * h - 2 * pad), round(6 * w + 4 * pad), round(8 * h + 4 * pad))
 
 
@@ -140,7 +145,7 @@ class DetectStage:
                 return self._follow(item, views, t, cam, seq)
             # Only faces that cannot wait (a pending hit to confirm, a crossing) are followed between the regular
             # follows; the periodic looks at an undecided face wait for the next one: one decode, one pass each.
-            urgent = [v for v in views if v.embed_due == float("-inf") and not self._outcome_pending(cam, v, seq)]
+            urgent = self._urgent(cam, views, seq)
             if urgent:
                 return self._follow(item, urgent, t, cam, seq)
             return Detected(item, None)  # only known people moved: followed again in a few frames
@@ -193,7 +198,7 @@ class DetectStage:
         # Busy: the known faces are predicted between looks; only a look they need now cannot wait.
         if cam.since_look >= self.s.busy_look_every or cam.since_detect >= self.s.track_every:
             return False
-        return not any(v.embed_due == float("-inf") and not self._outcome_pending(cam, v, seq) for v in views)
+        return not self._urgent(cam, views, seq)
 
     def _detect_still(self, item: CapturedFrame) -> Detected:
         """A photo of its own (folder source): the whole detector, no gating by change or by tracks."""
@@ -210,6 +215,10 @@ class DetectStage:
                           "; ".join(f.gate_reasons))  # fmt: skip
         passed = [f for f in faces if f.passed_gate]
         return Detected(item, passed, gated=len(faces) - len(passed))
+
+    def _urgent(self, cam: _CameraState, views: Sequence[TrackView], seq: int | None) -> list[TrackView]:
+        """The faces that cannot wait for the next regular follow: a hit to confirm, a crossing to sort out."""
+        return [v for v in views if v.embed_due == float("-inf") and not self._outcome_pending(cam, v, seq)]
 
     @staticmethod
     def _outcome_pending(cam: _CameraState, view: TrackView, seq: int | None) -> bool:
@@ -241,11 +250,8 @@ class DetectStage:
         found: list[Detection] = []
         located: set[int] = set()
         for v in views:
-            bx, by, bw, bh = (float(x) for x in v.box)
-            side = int(min(FOLLOW_WINDOW_FACES * max(bw, bh, 24.0), w, h))
-            x, y = bx + bw / 2, by + bh / 2
-            if v.velocity is not None and item.t > v.t:
-                x, y = x + float(v.velocity[0]) * min(1.0, item.t - v.t), y + float(v.velocity[1]) * min(1.0, item.t - v.t)
+            side = int(min(FOLLOW_WINDOW_FACES * max(float(v.box[2]), float(v.box[3]), 24.0), w, h))
+            x, y = v.centre_at(item.t)
             x0 = int(min(max(0, round(x - side / 2)), w - side))
             y0 = int(min(max(0, round(y - side / 2)), h - side))
             offset = np.array([x0, y0], dtype=np.float32)
@@ -255,15 +261,10 @@ class DetectStage:
                 if near:
                     centre = np.array([x - x0, y - y0], dtype=np.float32)
                     d = min(near, key=lambda d: float(np.hypot(*(d.box[:2] + d.box[2:] / 2 - centre))))
-                    box = d.box.copy()
-                    box[:2] += offset
-                    found.append(Detection(box=box, keypoints=d.keypoints + offset, score=d.score))
+                    found.append(d.shifted(offset))
                     located.add(id(found[-1]))
                 continue
-            for d in self.analyser.follow_detector.detect(window):
-                box = d.box.copy()
-                box[:2] += offset
-                found.append(Detection(box=box, keypoints=d.keypoints + offset, score=d.score))
+            found += [d.shifted(offset) for d in self.analyser.follow_detector.detect(window)]
         self.counts["followed"] += 1
         if cam is not None and seq is not None:
             live = {v.track_id for v in views}

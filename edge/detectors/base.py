@@ -29,6 +29,12 @@ class Detection:
     def area(self) -> float:
         return float(self.box[2] * self.box[3])
 
+    def shifted(self, offset: np.ndarray) -> Detection:
+        """The same face in a frame where the image it was found in starts at ``offset`` (x, y)."""
+        box = self.box.copy()
+        box[:2] += offset
+        return Detection(box=box, keypoints=self.keypoints + offset, score=self.score)
+
 
 class Detector(Protocol):
     """Finds faces in an RGB frame."""
