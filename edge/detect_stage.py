@@ -120,7 +120,9 @@ class DetectStage:
         cam.since_fine += 1
         cam.since_full += 1
         cam.since_look += 1
-        if self._idle_skip(cam, item, seq):
+        # The tracks as the recognition stage left them two frames back (see FramePipeline._views_before).
+        views = self._views_before(seq).get(item.camera, ())
+        if self._idle_skip(cam, views, seq):
             self.counts["unexamined"] += 1
             return Detected(item, None)
         cam.since_look = 0
@@ -129,7 +131,6 @@ class DetectStage:
         change = cam.gate.update(item.picture) if self.s.motion_gate else Change(1.0, [(0, 0, w, h)], first=True)
         cam.still = not change.moved
         t = self._ms("motion", t)
-        views = self._views_before(seq).get(item.camera, ())
         if not change.moved and cam.since_detect < self._keyframe_every(cam, views):
             return Detected(item, None)
         new = change.boxes if change.first else unexplained(change, views, item.t, self.s.motion.pad_px)
@@ -182,7 +183,7 @@ class DetectStage:
         idle = cam.still and not views
         return self.s.keyframe_every * (self.s.idle_look_every if idle else 1)
 
-    def _idle_skip(self, cam: _CameraState, item: CapturedFrame, seq: int | None) -> bool:
+    def _idle_skip(self, cam: _CameraState, views: Sequence[TrackView], seq: int | None) -> bool:
         """Whether the change gate may leave this frame unexamined: a scene is looked at every few frames.
 
         Idle (the last examined frame showed no change and no track of the camera is live): every
@@ -190,7 +191,6 @@ class DetectStage:
         a look now (a hit to confirm, a crossing) or its regular follow is due. Someone walking in takes
         seconds to cross, so they are found a frame or two later; a keyframe is always examined.
         """
-        views = self._views_before(seq).get(item.camera, ())
         if not self.s.motion_gate or cam.since_detect >= self._keyframe_every(cam, views):
             return False
         if not views:
