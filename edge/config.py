@@ -69,8 +69,11 @@ class QualitySettings(_Section):
     min_detector_score: float = Field(0.6, ge=0, le=1, description="Minimum detector score to match a face.")
 
 
+ENROL_VIEW_PX = (16, 256)  # the narrowest and widest enrolment view (face width, px)
+
+
 class EnrolViewSettings(_Section):
-    sizes: list[Annotated[int, Field(ge=16, le=256)]] = Field(
+    sizes: list[Annotated[int, Field(ge=ENROL_VIEW_PX[0], le=ENROL_VIEW_PX[1])]] = Field(
         default_factory=lambda: [32, 40, 48],
         description="Enrolment (watchlist build, web console) also stores each photo's face as a distant camera sees "
         "it: shrunk to each of these widths (px; only widths the face is wider than) in a plain full-HD scene, then "

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from edge.analyze import FaceAnalyser
-from edge.config import EnrolViewSettings
+from edge.config import ENROL_VIEW_PX, EnrolViewSettings
 from edge.measure.scenes import SCENE_SIZE, place_face
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,9 @@ class DistantViews:
     jpeg_quality: int | None = None
 
     def __post_init__(self) -> None:
-        if any(s < 16 for s in self.sizes):
-            raise ValueError(f"view sizes {self.sizes}: each must be at least 16 px")
+        lo, hi = ENROL_VIEW_PX  # the bounds recognition.enrol_views has: a command line must not exceed them
+        if any(not lo <= s <= hi for s in self.sizes):
+            raise ValueError(f"view sizes {self.sizes}: each must be {lo} px to {hi} px")
         if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality {self.jpeg_quality}: must be 1-100")
 

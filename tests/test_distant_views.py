@@ -44,6 +44,8 @@ def test_views_of_a_photo_are_embedded_at_each_smaller_size_and_match_the_photo(
 def test_view_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="16 px"):
         DistantViews(sizes=(8,))
+    with pytest.raises(ValueError, match="256 px"):  # the bound recognition.enrol_views has (--enrol-views too)
+        DistantViews(sizes=(32, 5000))
     with pytest.raises(ValueError, match="1-100"):
         DistantViews(jpeg_quality=0)
 
