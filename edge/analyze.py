@@ -96,7 +96,7 @@ class FaceAnalyser:
             max_abs_yaw=q.max_abs_yaw,
             min_detector_score=q.min_detector_score,
         )
-        policy = ThresholdPolicy.from_manifest(emb_model.spec, override=settings.threshold)
+        policy = ThresholdPolicy.from_manifest(emb_model.spec, override=settings.threshold, max_fpir=settings.max_fpir)
         analyser = cls(detector, embedder, gate, policy, manifest)
         analyser.still_detector = still
         analyser.follow_detector = follow

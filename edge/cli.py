@@ -62,18 +62,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.details is not None and not args.details.parent.is_dir():
         raise EdgeError(f"--details {args.details}: folder {args.details.parent} does not exist")
+    views = _views(args)  # a bad value is refused before the models load
     analyser = analyser_from_args(args, threshold=args.threshold)
     report, scores, results = evaluate(
-        analyser,
-        args.manifest,
-        nonfaces=args.nonfaces,
-        enrol=args.enrol,
-        quality_gate=args.quality_gate,
-        views=_views(args),
+        analyser, args.manifest, nonfaces=args.nonfaces, enrol=args.enrol, quality_gate=args.quality_gate, views=views
     )
     c = report["counts"]
-    views = report["enrol_views"]
-    seen = f"views {views['sizes']} px, JPEG {views['jpeg_quality']}" if views else "no views"
+    used = report["enrol_views"]
+    seen = f"views {used['sizes']} px, JPEG {used['jpeg_quality']}" if used else "no views"
     print(f"embedder {report['embedder']}, detector {report['detector']}, enrol {report['enrol']} ({seen})")
     print(
         f"identities {c['identities']} (enrolled {c['enrolled']}), genuine probes {c['genuine_probes']}, "
@@ -154,8 +150,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from edge.measure.calibrate import calibrate, write_threshold
 
+    views = _views(args)  # a bad value is refused before the models load
     analyser = analyser_from_args(args, threshold=0.0)
-    result = calibrate(analyser, args.manifest, args.impostor_photos or [], target_far=args.target_far, views=_views(args))
+    result = calibrate(analyser, args.manifest, args.impostor_photos or [], target_far=args.target_far, views=views)
     print(
         f"{analyser.embedder.name}: {result.pairs} impostor pairs (mean {result.mean:.3f}, sd {result.std:.3f}); "
         f"gaussian tail {result.details['gaussian']:.3f}, empirical {result.details['empirical']:.3f} "
@@ -163,6 +160,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     )
     bands = ", ".join(f"under {below:g} px +{r:.3f}" for below, r in result.raises.items())
     print(f"base threshold {result.base:.3f}; {bands} (rules add up; {result.small_pairs} tiny-face pairs)")
+    rows = ", ".join(
+        f"{far:g}: {b:.3f}" + (f" (+{sum(r.values()):.3f} small)" if any(r.values()) else "") for far, b, r in result.stricter
+    )
+    if rows:
+        print(f"stricter, for watchlists the base cannot keep within recognition.max_fpir (pair FAR: base): {rows}")
     for row in result.details["holdout"]:
         checks = ", ".join(
             f"{k} {v['threshold']:.3f}: {v['at_or_above']}/{v['held_out_pairs']}" for k, v in row.items() if isinstance(v, dict)

@@ -120,6 +120,16 @@ class RecognitionSettings(_Section):
         le=1,
         description="Override the embedder's calibrated base cosine threshold. Lowering it raises false matches.",
     )
+    max_fpir: float = Field(
+        0.01,
+        gt=0,
+        le=0.1,
+        description="Largest share of passers-by on no list that may match some entry (false positive identification "
+        "rate). Each face is compared with every entry, so this share grows with the watchlist (about entries x the "
+        "pair false-accept rate the threshold was calibrated for): a watchlist too large for the calibrated threshold "
+        "to hold it is matched at the stricter calibrated threshold that does (`edge calibrate` stores them). A smaller "
+        "watchlist is never matched below the calibrated threshold. Ignored with recognition.threshold.",
+    )
     detector: DetectorSettings = Field(default_factory=DetectorSettings, description="Face detector.")
     quality: QualitySettings = Field(default_factory=QualitySettings, description="Quality gate before matching.")
     enrol_views: EnrolViewSettings = Field(

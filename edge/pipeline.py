@@ -23,6 +23,7 @@ What runs on a frame (see ``edge.motion``):
 
 from __future__ import annotations
 
+import logging
 import queue
 import statistics
 import threading
@@ -40,7 +41,10 @@ from edge.detect_stage import Detected, DetectStage, TrackView
 from edge.detectors.base import Region
 from edge.match import Match, Matcher, MatcherHolder
 from edge.regions import inside
+from edge.threshold import ThresholdPolicy
 from edge.track import Decision, Observation, Tracker
+
+log = logging.getLogger(__name__)
 
 STAGES = ("motion", "detect", "align", "embed", "match")
 
@@ -85,6 +89,9 @@ class FramePipeline:
         self._outbox: queue.Queue[Detected] = queue.Queue()
         self._pending = 0
         self._worker: threading.Thread | None = None
+        # The threshold policy for the watchlist version being served (a large list is matched stricter).
+        self._policy_key: tuple[str, int, int] | None = None
+        self._policy = analyser.threshold
         self.detection = DetectStage(analyser, settings, self.regions, self.counts, self._ms, self._views_before)
         if settings.stage_threads:
             self._worker = threading.Thread(target=self._work, name="detect", daemon=True)
@@ -177,7 +184,7 @@ class FramePipeline:
         for f in faces:
             embedded = id(f) in matches
             m = matches.get(id(f))
-            thr = self.analyser.threshold.for_face(f.quality, m.entry_threshold if m else None)
+            thr = self._policy_for(matcher).for_face(f.quality, m.entry_threshold if m else None)
             crop = f.crop if self.keep_crops and embedded else None
             observations.append(
                 Observation(
@@ -194,6 +201,18 @@ class FramePipeline:
                 )
             )
         return observations
+
+    def _policy_for(self, matcher: Matcher) -> ThresholdPolicy:
+        """The threshold policy for the watchlist ``matcher`` serves, worked out once per version."""
+        key = (matcher.name, matcher.version, matcher.entry_count)
+        if key != self._policy_key:
+            self._policy_key = key
+            self._policy = self.analyser.threshold.for_entries(matcher.entry_count)
+            note = self.analyser.threshold.explain(matcher.entry_count)
+            if note:
+                log.log(logging.INFO if self._policy.holds(matcher.entry_count) else logging.WARNING,
+                        "watchlist %s v%d: %s", matcher.name, matcher.version, note)  # fmt: skip
+        return self._policy
 
     def detect(self, item: CapturedFrame, seq: int | None = None) -> Detected:
         """The first stage for one frame (``DetectStage.detect``)."""

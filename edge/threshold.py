@@ -1,9 +1,15 @@
 """The match threshold applied to one face: a calibrated base, raised for low-quality faces.
 
-The base is calibrated per embedder (``edge eval --calibrate``) and stored with the model in
+The base is calibrated per embedder (``edge calibrate``) and stored with the model in
 ``models/manifest.json``. Small, blurred or turned faces produce less reliable embeddings
 whose impostor scores spread higher, so they must clear a higher bar instead of being
 silently matched at the same one.
+
+The base holds a pair false-accept rate (say 1e-4). A passer-by is compared with every entry, so
+the chance that someone on no list matches somebody (FPIR) grows with the watchlist: about
+entries × pair FAR. The calibration therefore also stores stricter thresholds for smaller pair
+rates, and a watchlist too large for the shipped one to hold ``recognition.max_fpir`` is matched at
+the stricter row that does. A small watchlist is never matched below the shipped threshold.
 """
 
 from __future__ import annotations
@@ -33,21 +39,76 @@ class QualityRule:
 
 
 @dataclass(frozen=True)
+class StricterRow:
+    """The calibrated base and quality rules for a pair FAR below the shipped one."""
+
+    pair_far: float
+    base: float
+    rules: tuple[QualityRule, ...]
+
+
+@dataclass(frozen=True)
 class ThresholdPolicy:
     base: float
     rules: tuple[QualityRule, ...] = field(default_factory=tuple)
+    pair_far: float | None = None  # the pair false-accept rate the base was calibrated for
+    stricter: tuple[StricterRow, ...] = ()  # by falling pair FAR
+    max_fpir: float = 0.01
 
     @classmethod
-    def from_manifest(cls, spec: ModelSpec, override: float | None = None) -> ThresholdPolicy:
+    def from_manifest(cls, spec: ModelSpec, override: float | None = None, max_fpir: float = 0.01) -> ThresholdPolicy:
+        """The calibrated policy; an ``override`` (``recognition.threshold``) replaces the base and drops the stricter rows."""
         raw: Any = spec.extra.get("threshold")
         if raw is None and override is None:
             raise ModelError(
                 f"embedder {spec.name} has no calibrated threshold in models/manifest.json; "
-                "run `edge eval --calibrate` or set recognition.threshold"
+                "run `edge calibrate --write` or set recognition.threshold"
             )
-        base = float(override if override is not None else raw["base"])
-        rules = tuple(QualityRule(**r) for r in (raw or {}).get("quality_rules", []))
-        return cls(base=base, rules=rules)
+        raw = raw or {}
+        rules = tuple(QualityRule(**r) for r in raw.get("quality_rules", []))
+        if override is not None:
+            return cls(base=float(override), rules=rules, max_fpir=max_fpir)
+        stricter = tuple(
+            StricterRow(float(r["pair_far"]), float(r["base"]), tuple(QualityRule(**q) for q in r.get("quality_rules", [])))
+            for r in sorted(raw.get("stricter", []), key=lambda r: -float(r["pair_far"]))
+        )
+        far = raw.get("calibration", {}).get("target_pair_far")
+        return cls(float(raw["base"]), rules, None if far is None else float(far), stricter, max_fpir)
+
+    def entries_held(self) -> int | None:
+        """The most entries the shipped threshold keeps within ``max_fpir`` (None: not known)."""
+        return None if self.pair_far is None else int(self.max_fpir / self.pair_far)
+
+    def for_entries(self, entries: int | None) -> ThresholdPolicy:
+        """The policy for a watchlist of ``entries``: the shipped one, or the first stricter row holding ``max_fpir``.
+
+        Beyond the strictest row calibrated, that row is used; ``holds`` says whether it keeps the target.
+        """
+        if entries is None or self.pair_far is None or not self.stricter or entries * self.pair_far <= self.max_fpir:
+            return self
+        wanted = self.max_fpir / entries
+        row = next((r for r in self.stricter if r.pair_far <= wanted), self.stricter[-1])
+        # A row's band thresholds are tail quantiles at a lower rate, so none falls below the shipped band's.
+        return ThresholdPolicy(max(self.base, row.base), row.rules, row.pair_far, (), self.max_fpir)
+
+    def explain(self, entries: int) -> str | None:
+        """What a watchlist of ``entries`` is matched at and why, when that is not the shipped policy; else None."""
+        policy = self.for_entries(entries)
+        held = self.entries_held()
+        if policy is self or held is None:
+            return None
+        said = (
+            f"{entries} entries: the calibrated threshold {self.base:.3f} keeps false matches of passers-by within "
+            f"recognition.max_fpir {self.max_fpir:g} only up to {held} entries, so faces are matched at {policy.base:.3f} "
+            f"(calibrated for pair FAR {policy.pair_far:g}"
+        )
+        if policy.holds(entries):
+            return said + ")"
+        return said + f", the strictest calibrated; it holds up to {policy.entries_held()} entries): split the watchlist"
+
+    def holds(self, entries: int) -> bool:
+        """Whether this policy keeps a watchlist of ``entries`` within ``max_fpir`` (unknown calibration: assumed)."""
+        return self.pair_far is None or entries * self.pair_far <= self.max_fpir * (1 + 1e-9)
 
     def for_face(self, q: Quality | None, entry_threshold: float | None = None) -> float:
         """The threshold for one face: the higher of the entry's own and the base, plus quality raises."""

@@ -23,6 +23,12 @@ The reserved data holds people the development set does not, so the result is ch
 it was not computed from: the identities are split in two halves, every threshold is computed from
 the impostor pairs whose probe belongs to one half and counted on the other half's, both ways
 (``details.holdout``).
+
+A passer-by is compared with every entry, so a large watchlist needs a lower pair rate to keep the
+same false positive identification rate (about entries × pair FAR). The same rule is therefore also
+evaluated at each of ``STRICTER_FARS`` below the target (``stricter``); the device matches a watchlist
+too large for the shipped threshold at the first row that holds ``recognition.max_fpir``
+(``edge.threshold``). Rows below about one pair in the pool rest on the Gaussian tail alone.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ BANDS: dict[float, list[str]] = {
     FAR_FACE_PX: ["distant36", "camera36"],
     SMALL_FACE_PX: ["tiny24"],
 }
+# Pair FARs the stricter rows are computed at: at max_fpir 1%, 1e-8 keeps 1M entries within it.
+STRICTER_FARS = (5e-5, 2e-5, 1e-5, 5e-6, 2e-6, 1e-6, 5e-7, 2e-7, 1e-7, 5e-8, 2e-8, 1e-8)
 
 
 def distant_scene(image: np.ndarray, box: np.ndarray, face_px: float, seed: int, *, recorded: bool = False) -> np.ndarray:
@@ -94,6 +102,7 @@ class CalibrationResult:
     base: float
     raises: dict[float, float]  # faces under this many px -> raise added (rules add up)
     target_far: float
+    stricter: list[tuple[float, float, dict[float, float]]]  # (pair FAR, base, raises), by falling FAR
     pairs: int
     small_pairs: int
     mean: float
@@ -178,27 +187,34 @@ def calibrate(
         items = [(i, e) for k in kinds for i, e in probes.get(k, []) if people is None or ids[i] in people]
         return np.concatenate([against_refs(e)[(ref_ids != ids[i]) & among] for i, e in items] or [np.zeros(1)])
 
-    def band_thresholds(people: set[str] | None = None) -> tuple[float, dict[float, float]]:
-        """The base and each band's full threshold (not yet a raise), from the pairs among ``people``."""
-        b = base if people is None else tail_threshold(kind_scores(list(probes), people), target_far)[0]
+    def band_thresholds(people: set[str] | None = None, far: float = target_far) -> tuple[float, dict[float, float]]:
+        """The base and each band's full threshold (not yet a raise) at ``far``, from the pairs among ``people``."""
+        b = tail_threshold(allp if people is None else kind_scores(list(probes), people), far)[0]
         out: dict[float, float] = {}
         floor = b
         for below, kinds in BANDS.items():
-            floor = max(floor, tail_threshold(kind_scores(kinds, people), target_far)[0])
+            floor = max(floor, tail_threshold(kind_scores(kinds, people), far)[0])
             out[below] = floor
         return b, out
 
-    _, full = band_thresholds()
-    raises: dict[float, float] = {}
-    level = round(base, 3)
-    for below, t in full.items():
-        raises[below] = round(max(0.0, t - level), 3)
-        level += raises[below]
+    def rule_at(far: float) -> tuple[float, dict[float, float]]:
+        """(base, raise per band) at pair rate ``far``; the raises add up to each band's own threshold."""
+        b, full = band_thresholds(None, far)
+        raises: dict[float, float] = {}
+        level = round(b, 3)
+        for below, t in full.items():
+            raises[below] = round(max(0.0, t - level), 3)
+            level += raises[below]
+        return round(b, 3), raises
+
+    _, raises = rule_at(target_far)
+    stricter = [(far, *rule_at(far)) for far in STRICTER_FARS if far < target_far]
     small_pairs = int(kind_scores(BANDS[SMALL_FACE_PX]).size)
     return CalibrationResult(
         base=round(base, 3),
         raises=raises,
         target_far=target_far,
+        stricter=stricter,
         pairs=int(allp.size),
         small_pairs=small_pairs,
         mean=float(allp.mean()),
@@ -220,7 +236,7 @@ def holdout(
     ids: np.ndarray,
     probes: dict[str, list[tuple[int, np.ndarray]]],
     kind_scores: Callable[[list[str], set[str] | None], np.ndarray],
-    band_thresholds: Callable[[set[str] | None], tuple[float, dict[float, float]]],
+    band_thresholds: Callable[..., tuple[float, dict[float, float]]],
 ) -> list[dict[str, Any]]:
     """Thresholds computed from the impostor pairs among half of the identities, counted on the other half's.
 
@@ -244,10 +260,15 @@ def holdout(
 def write_threshold(manifest_path: Path, embedder: str, result: CalibrationResult, data: str) -> None:
     """Store the calibrated threshold with the embedder's entry in models/manifest.json."""
     raw = json.loads(manifest_path.read_text(encoding="utf-8"))
-    rules = [{"metric": "size_px", "below": below, "raise_by": r} for below, r in result.raises.items() if r > 0]
+
+    def rules(raises: dict[float, float]) -> list[dict[str, Any]]:
+        return [{"metric": "size_px", "below": below, "raise_by": r} for below, r in raises.items() if r > 0]
+
     raw["models"][embedder]["threshold"] = {
         "base": result.base,
-        "quality_rules": rules,
+        "quality_rules": rules(result.raises),
+        # For watchlists too large for the base to hold recognition.max_fpir (edge.threshold).
+        "stricter": [{"pair_far": far, "base": b, "quality_rules": rules(r)} for far, b, r in result.stricter],
         "calibration": {
             "rule": "max(upper-tail gaussian (median, 99th percentile), empirical quantile) of pooled impostor "
             "scores at the target pair FAR; each size band's rule from its own distant probes' impostor scores",

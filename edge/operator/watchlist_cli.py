@@ -90,6 +90,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     )
     if report.empty:
         print(f"left out (--allow-missing): {', '.join(report.empty)}")
+    note = analyser.threshold.explain(manifest.entry_count)
+    if note:
+        print(f"matching: {note}")
     return 0 if report.entries else 1
 
 
@@ -230,6 +233,12 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if result.ok:
         was = f"was v{result.previous_version}" if result.previous_version is not None else "the first on this device"
         print(f"applied watchlist {result.name} v{result.version} ({result.entry_count} entries), {was}")
+        from edge.threshold import ThresholdPolicy
+
+        rec = settings.recognition
+        note = ThresholdPolicy.from_manifest(spec, override=rec.threshold, max_fpir=rec.max_fpir).explain(result.entry_count)
+        if note:
+            print(f"matching: {note}")
         return 0
     print(f"REFUSED ({result.reason}): {result.message}")
     return 1

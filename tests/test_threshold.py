@@ -1,0 +1,106 @@
+"""A passer-by is compared with every entry: the threshold must keep false matches rare for the watchlist's size."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.analyze import FaceAnalyser
+from edge.capture import CapturedFrame
+from edge.config import PipelineSettings, TrackingSettings
+from edge.match import Matcher, MatcherHolder
+from edge.models import load_manifest
+from edge.pipeline import FramePipeline
+from edge.quality import Quality
+from edge.sources import RawPicture, load_image
+from edge.threshold import QualityRule, StricterRow, ThresholdPolicy
+from edge.track import Tracker
+
+BIG = Quality(size_px=120, sharpness=100, yaw=0, detector_score=0.9)
+SMALL = Quality(size_px=36, sharpness=100, yaw=0, detector_score=0.9)
+
+
+def shipped() -> ThresholdPolicy:
+    return ThresholdPolicy.from_manifest(load_manifest().get("mobilefacenet", "embedder"))
+
+
+def test_a_watchlist_the_calibrated_threshold_holds_is_matched_at_it() -> None:
+    policy = shipped()
+    assert policy.pair_far == 1e-4 and policy.max_fpir == 0.01
+    assert policy.entries_held() == 100
+    for entries in (1, 20, 100):
+        assert policy.for_entries(entries) is policy
+        assert policy.explain(entries) is None
+
+
+def test_a_larger_watchlist_is_matched_stricter_at_every_face_size_never_looser() -> None:
+    policy = shipped()
+    previous = policy
+    for entries in (101, 1_000, 10_000, 100_000, 1_000_000):
+        stricter = policy.for_entries(entries)
+        assert stricter.holds(entries), entries
+        assert entries * (stricter.pair_far or 1) <= 0.01 + 1e-12
+        for q in (BIG, SMALL):
+            assert stricter.for_face(q) >= previous.for_face(q) >= policy.for_face(q)
+        previous = stricter
+    assert policy.for_entries(1_000_000).for_face(BIG) > policy.for_face(BIG) + 0.05
+    note = policy.explain(10_000)
+    assert note is not None and "only up to 100 entries" in note and f"{policy.for_entries(10_000).base:.3f}" in note
+
+
+def test_a_tighter_max_fpir_makes_the_same_watchlist_stricter() -> None:
+    spec = load_manifest().get("mobilefacenet", "embedder")
+    loose = ThresholdPolicy.from_manifest(spec, max_fpir=0.01).for_entries(1_000)
+    tight = ThresholdPolicy.from_manifest(spec, max_fpir=0.001).for_entries(1_000)
+    assert tight.base > loose.base
+
+
+def test_beyond_the_strictest_calibrated_row_the_operator_is_told_it_does_not_hold() -> None:
+    rule = QualityRule(metric="size_px", below=64.0, raise_by=0.01)
+    policy = ThresholdPolicy(0.6, (rule,), 1e-4, (StricterRow(1e-5, 0.65, (rule,)), StricterRow(1e-6, 0.7, (rule,))))
+    huge = policy.for_entries(10**8)
+    assert huge.base == 0.7 and not huge.holds(10**8)
+    assert "split the watchlist" in (policy.explain(10**8) or "")
+
+
+def test_an_operator_override_is_used_as_given_whatever_the_size() -> None:
+    spec = load_manifest().get("mobilefacenet", "embedder")
+    policy = ThresholdPolicy.from_manifest(spec, override=0.7)
+    assert policy.for_entries(1_000_000).base == 0.7 and policy.explain(1_000_000) is None
+
+
+def test_a_watchlist_too_large_for_the_shipped_threshold_no_longer_matches_a_borderline_face(
+    analyser: FaceAnalyser, faces_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: one threshold for any size; at its pair rate of 1e-4, 50,000 entries give each face 5 expected false matches."""
+    image = load_image(faces_dir / "face_recognition/face_recognition__examples__obama-480p_jpg.jpg")
+    probe = analyser.analyse(image, largest_only=True)[0].embedding.astype(np.float64)
+    policy = analyser.threshold
+    strict = policy.for_entries(50_000)
+    # An entry this face scores exactly halfway between the two thresholds against.
+    score = (policy.base + strict.base) / 2
+    rng = np.random.default_rng(0)
+    other = rng.normal(size=probe.shape)
+    other -= (other @ probe) * probe
+    other /= np.linalg.norm(other)
+    entry = (score * probe + np.sqrt(1 - score**2) * other).astype(np.float32)
+    filler = rng.normal(size=(50_000, probe.size)).astype(np.float32)
+    filler /= np.linalg.norm(filler, axis=1, keepdims=True)
+
+    def hits(entries: int) -> list[str]:
+        rows = [("listed", None, None, None, entry[None])]
+        rows += [(f"other-{i}", None, None, None, filler[i][None]) for i in range(entries - 1)]
+        matcher = Matcher.build([rows], name="w", version=entries, sha256="", dimension=probe.size, total_embeddings=entries)
+        pipe = FramePipeline(analyser, Tracker(TrackingSettings()), MatcherHolder(matcher), PipelineSettings(stage_threads=False))
+        pipe.submit(CapturedFrame("folder", RawPicture(image), 0, 0.0, 0.0, still=True))
+        found = [d.entry_id for r in pipe.drain() for d in r.decisions]
+        pipe.stop()
+        return found
+
+    assert hits(20) == ["listed"]
+    with caplog.at_level(logging.INFO, logger="edge.pipeline"):
+        assert hits(50_000) == []
+    assert f"matched at {strict.base:.3f}" in caplog.text
