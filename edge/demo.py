@@ -84,13 +84,29 @@ def make_clip(
     return path
 
 
-def photo_table(analyser: FaceAnalyser) -> int:
-    enrol = analyser.analyse(sample_image("astronaut.png"), largest_only=True)
+def enrolment(analyser: FaceAnalyser) -> np.ndarray | None:
+    """The astronaut's embeddings as ``edge watchlist build`` stores them: her photo's face and its distant views."""
+    from edge.config import RecognitionSettings
+    from edge.distant_views import DistantViews, view_embeddings
+
+    image = sample_image("astronaut.png")
+    enrol = analyser.analyse(image, largest_only=True)
     if not enrol or not enrol[0].passed_gate:
+        return None
+    views = DistantViews.from_settings(RecognitionSettings().enrol_views)
+    extra = [] if views is None else view_embeddings(analyser, image, enrol[0].detection.box, views)
+    return np.stack([enrol[0].embedding, *extra])
+
+
+def photo_table(analyser: FaceAnalyser) -> int:
+    templates = enrolment(analyser)
+    if templates is None:
         print("demo: the enrolment photo gave no usable face")
         return 1
-    template = enrol[0].embedding
-    print(f"enrolled 'astronaut' from astronaut.png ({analyser.embedder.name}, {analyser.embedder.dimension}-d)")
+    print(
+        f"enrolled 'astronaut' from astronaut.png ({analyser.embedder.name}, {analyser.embedder.dimension}-d; "
+        f"{len(templates)} embeddings: the photo's face and {len(templates) - 1} distant views of it)"
+    )
     print(f"base threshold {analyser.threshold.base:.3f} (calibrated, stored in models/manifest.json)\n")
     print(f"{'probe':<34} {'face px':>7} {'sharp':>6} {'yaw':>5} {'score':>6} {'thresh':>6}  decision")
     wrong = 0
@@ -104,7 +120,7 @@ def photo_table(analyser: FaceAnalyser) -> int:
                 continue
             f = faces[0]
             q = f.quality
-            score = float(template @ f.embedding)
+            score = float(np.max(templates @ f.embedding))
             t = analyser.threshold.for_face(q)
             hit = score >= t
             wrong += hit != truth
@@ -145,9 +161,10 @@ def run_loop(workdir: Path, *, broker: tuple[str, int] | None) -> int:
     )
     settings = load_settings(settings_path)
     analyser = FaceAnalyser.from_settings(settings.recognition)
-    face = analyser.analyse(sample_image("astronaut.png"), largest_only=True)[0]
+    templates = enrolment(analyser)
+    assert templates is not None  # photo_table enrolled the same photo
     manifest, chunks = build_unsigned(
-        [Entry("case-0001", face.embedding[None])],
+        [Entry("case-0001", templates)],
         name="demo",
         version=1,
         embedding_space=analyser.embedder.embedding_space,
