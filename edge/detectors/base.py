@@ -99,7 +99,7 @@ def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def corner_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one (x1, y1, x2, y2) box against many."""
     ix1 = np.maximum(box[0], boxes[:, 0])
     iy1 = np.maximum(box[1], boxes[:, 1])
@@ -121,7 +121,7 @@ def weighted_nms(
     out = []
     while remaining.size:
         top = remaining[0]
-        overlap = _iou(corners[top], corners[remaining])
+        overlap = corner_iou(corners[top], corners[remaining])
         members = remaining[overlap > iou_threshold]
         w = scores[members][:, None]
         box = (corners[members] * w).sum(0) / w.sum()
@@ -143,5 +143,5 @@ def nms_detections(faces: list[Detection], iou_threshold: float) -> list[Detecti
         if suppressed[i]:
             continue
         keep.append(faces[i])
-        suppressed |= _iou(corners[i], corners) > iou_threshold
+        suppressed |= corner_iou(corners[i], corners) > iou_threshold
     return keep

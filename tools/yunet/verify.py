@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.detectors.base import corner_iou
 from edge.detectors.yunet import decode, hard_nms
 from edge.runtime import resize_input_flatbuffer
 from tools import tflite_convert
@@ -78,10 +79,7 @@ def detect(model: bytes, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+    return float(corner_iou(np.asarray(a, np.float64), np.asarray(b, np.float64)[None])[0])
 
 
 @dataclass
