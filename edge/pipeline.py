@@ -89,9 +89,9 @@ class FramePipeline:
         self._outbox: queue.Queue[Detected] = queue.Queue()
         self._pending = 0
         self._worker: threading.Thread | None = None
-        # The threshold policy for the watchlist version being served (a large list is matched stricter).
-        self._policy_key: tuple[str, int, int] | None = None
-        self._policy = analyser.threshold
+        # The threshold policy for the watchlist version being served (a large list is matched stricter), with the
+        # version it was worked out for; recognition thread only.
+        self._policy: tuple[tuple[str, int, int], ThresholdPolicy] | None = None
         self.detection = DetectStage(analyser, settings, self.regions, self.counts, self._ms, self._views_before)
         if settings.stage_threads:
             self._worker = threading.Thread(target=self._work, name="detect", daemon=True)
@@ -205,14 +205,14 @@ class FramePipeline:
     def _policy_for(self, matcher: Matcher) -> ThresholdPolicy:
         """The threshold policy for the watchlist ``matcher`` serves, worked out once per version."""
         key = (matcher.name, matcher.version, matcher.entry_count)
-        if key != self._policy_key:
-            self._policy_key = key
-            self._policy = self.analyser.threshold.for_entries(matcher.entry_count)
+        if self._policy is None or self._policy[0] != key:
+            policy = self.analyser.threshold.for_entries(matcher.entry_count)
             note = self.analyser.threshold.explain(matcher.entry_count)
             if note:
-                log.log(logging.INFO if self._policy.holds(matcher.entry_count) else logging.WARNING,
-                        "watchlist %s v%d: %s", matcher.name, matcher.version, note)  # fmt: skip
-        return self._policy
+                level = logging.INFO if policy.holds(matcher.entry_count) else logging.WARNING
+                log.log(level, "watchlist %s v%d: %s", matcher.name, matcher.version, note)
+            self._policy = (key, policy)
+        return self._policy[1]
 
     def detect(self, item: CapturedFrame, seq: int | None = None) -> Detected:
         """The first stage for one frame (``DetectStage.detect``)."""

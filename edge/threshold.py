@@ -40,11 +40,15 @@ class QualityRule:
 
 @dataclass(frozen=True)
 class StricterRow:
-    """The calibrated base and quality rules for a pair FAR below the shipped one."""
+    """The calibrated base and size rules for a pair FAR below the shipped one."""
 
     pair_far: float
     base: float
     rules: tuple[QualityRule, ...]
+
+
+# n × pair FAR is compared with max_fpir in floating point: 300 × 1e-4 is 0.030000000000000002.
+_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class ThresholdPolicy:
     pair_far: float | None = None  # the pair false-accept rate the base was calibrated for
     stricter: tuple[StricterRow, ...] = ()  # by falling pair FAR
     max_fpir: float = 0.01
+    floor: ThresholdPolicy | None = None  # a stricter row never goes below the shipped policy, at any face
 
     @classmethod
     def from_manifest(cls, spec: ModelSpec, override: float | None = None, max_fpir: float = 0.01) -> ThresholdPolicy:
@@ -75,44 +80,54 @@ class ThresholdPolicy:
         far = raw.get("calibration", {}).get("target_pair_far")
         return cls(float(raw["base"]), rules, None if far is None else float(far), stricter, max_fpir)
 
+    def _within(self, entries: int, pair_far: float) -> bool:
+        return entries * pair_far <= self.max_fpir * (1 + _TOLERANCE)
+
     def entries_held(self) -> int | None:
-        """The most entries the shipped threshold keeps within ``max_fpir`` (None: not known)."""
-        return None if self.pair_far is None else int(self.max_fpir / self.pair_far)
+        """The most entries this policy keeps within ``max_fpir`` (None: its pair rate is not known)."""
+        return None if self.pair_far is None else int(self.max_fpir / self.pair_far * (1 + _TOLERANCE))
+
+    def holds(self, entries: int) -> bool:
+        """Whether this policy keeps a watchlist of ``entries`` within ``max_fpir`` (unknown pair rate: assumed)."""
+        return self.pair_far is None or self._within(entries, self.pair_far)
 
     def for_entries(self, entries: int | None) -> ThresholdPolicy:
-        """The policy for a watchlist of ``entries``: the shipped one, or the first stricter row holding ``max_fpir``.
+        """The policy for a watchlist of ``entries``: this one, or the first stricter row that holds ``max_fpir``.
 
-        Beyond the strictest row calibrated, that row is used; ``holds`` says whether it keeps the target.
+        Beyond the strictest row calibrated, that row is used (``holds`` then says False). A row keeps this
+        policy's rules that are not about face size, and this policy as a floor.
         """
-        if entries is None or self.pair_far is None or not self.stricter or entries * self.pair_far <= self.max_fpir:
+        if entries is None or not self.stricter or self.holds(entries):
             return self
-        wanted = self.max_fpir / entries
-        row = next((r for r in self.stricter if r.pair_far <= wanted), self.stricter[-1])
-        # A row's band thresholds are tail quantiles at a lower rate, so none falls below the shipped band's.
-        return ThresholdPolicy(max(self.base, row.base), row.rules, row.pair_far, (), self.max_fpir)
+        row = next((r for r in self.stricter if self._within(entries, r.pair_far)), self.stricter[-1])
+        others = tuple(r for r in self.rules if r.metric != "size_px")
+        return ThresholdPolicy(max(self.base, row.base), row.rules + others, row.pair_far, (), self.max_fpir, floor=self)
 
     def explain(self, entries: int) -> str | None:
-        """What a watchlist of ``entries`` is matched at and why, when that is not the shipped policy; else None."""
-        policy = self.for_entries(entries)
-        held = self.entries_held()
-        if policy is self or held is None:
+        """What a watchlist of ``entries`` is matched at and why, when the shipped policy does not hold it; else None."""
+        if self.holds(entries):
             return None
+        held = (
+            f"keeps false matches of passers-by within recognition.max_fpir {self.max_fpir:g} "
+            f"only up to {self.entries_held()} entries"
+        )
+        if not self.stricter:
+            return (
+                f"{entries} entries: the calibrated threshold {self.base:.3f} {held}, and no stricter threshold is "
+                "calibrated for this embedder: run `edge calibrate --write`, or split the watchlist"
+            )
+        policy = self.for_entries(entries)
         said = (
-            f"{entries} entries: the calibrated threshold {self.base:.3f} keeps false matches of passers-by within "
-            f"recognition.max_fpir {self.max_fpir:g} only up to {held} entries, so faces are matched at {policy.base:.3f} "
-            f"(calibrated for pair FAR {policy.pair_far:g}"
+            f"{entries} entries: the calibrated threshold {self.base:.3f} {held}, so faces are matched at "
+            f"{policy.base:.3f} or more (calibrated for pair FAR {policy.pair_far:g}"
         )
         if policy.holds(entries):
             return said + ")"
         return said + f", the strictest calibrated; it holds up to {policy.entries_held()} entries): split the watchlist"
-
-    def holds(self, entries: int) -> bool:
-        """Whether this policy keeps a watchlist of ``entries`` within ``max_fpir`` (unknown calibration: assumed)."""
-        return self.pair_far is None or entries * self.pair_far <= self.max_fpir * (1 + 1e-9)
 
     def for_face(self, q: Quality | None, entry_threshold: float | None = None) -> float:
         """The threshold for one face: the higher of the entry's own and the base, plus quality raises."""
         t = self.base if entry_threshold is None else max(self.base, entry_threshold)
         if q is not None:
             t += sum(r.raise_by for r in self.rules if r.applies(q))
-        return t
+        return t if self.floor is None else max(t, self.floor.for_face(q, entry_threshold))

@@ -36,19 +36,41 @@ def test_a_watchlist_the_calibrated_threshold_holds_is_matched_at_it() -> None:
         assert policy.explain(entries) is None
 
 
-def test_a_larger_watchlist_is_matched_stricter_at_every_face_size_never_looser() -> None:
-    policy = shipped()
+def calibrated_embedders() -> list[str]:
+    return [name for name, spec in load_manifest().models.items() if (spec.extra.get("threshold") or {}).get("stricter")]
+
+
+@pytest.mark.parametrize("embedder", calibrated_embedders())
+def test_a_larger_watchlist_is_matched_stricter_at_every_face_size_never_looser(embedder: str) -> None:
+    policy = ThresholdPolicy.from_manifest(load_manifest().get(embedder, "embedder"))
+    faces = [Quality(size_px=px, sharpness=100, yaw=0, detector_score=0.9) for px in (20, 36, 50, 120)]
     previous = policy
-    for entries in (101, 1_000, 10_000, 100_000, 1_000_000):
+    for entries in (101, 500, 1_000, 10_000, 100_000, 1_000_000):
         stricter = policy.for_entries(entries)
-        assert stricter.holds(entries), entries
-        assert entries * (stricter.pair_far or 1) <= 0.01 + 1e-12
-        for q in (BIG, SMALL):
-            assert stricter.for_face(q) >= previous.for_face(q) >= policy.for_face(q)
+        for q in faces:
+            assert stricter.for_face(q) >= previous.for_face(q) >= policy.for_face(q), (entries, q.size_px)
+            assert stricter.for_face(q) < 1.0  # a cosine can reach it: the watchlist still matches someone
         previous = stricter
+    assert policy.for_entries(1_000).holds(1_000)
+
+
+def test_the_shipped_embedder_holds_a_million_entries_at_a_clearly_higher_threshold() -> None:
+    policy = shipped()
+    assert policy.for_entries(1_000_000).holds(1_000_000)
     assert policy.for_entries(1_000_000).for_face(BIG) > policy.for_face(BIG) + 0.05
     note = policy.explain(10_000)
     assert note is not None and "only up to 100 entries" in note and f"{policy.for_entries(10_000).base:.3f}" in note
+
+
+@pytest.mark.parametrize("max_fpir", [0.01, 0.02, 0.03, 0.05, 0.06, 0.1])
+def test_the_row_chosen_is_the_loosest_that_holds_whatever_the_rounding(max_fpir: float) -> None:
+    spec = load_manifest().get("mobilefacenet", "embedder")
+    policy = ThresholdPolicy.from_manifest(spec, max_fpir=max_fpir)
+    assert policy.entries_held() == round(max_fpir / 1e-4)
+    for row in policy.stricter:
+        entries = round(max_fpir / row.pair_far)  # exactly as many entries as the row holds
+        assert policy.for_entries(entries).pair_far == row.pair_far, (entries, row.pair_far)
+    assert policy.for_entries(round(max_fpir / 1e-4)) is policy
 
 
 def test_a_tighter_max_fpir_makes_the_same_watchlist_stricter() -> None:
@@ -64,6 +86,19 @@ def test_beyond_the_strictest_calibrated_row_the_operator_is_told_it_does_not_ho
     huge = policy.for_entries(10**8)
     assert huge.base == 0.7 and not huge.holds(10**8)
     assert "split the watchlist" in (policy.explain(10**8) or "")
+
+
+def test_an_embedder_calibrated_without_stricter_rows_warns_a_large_watchlist_and_says_how_to_fix_it() -> None:
+    policy = ThresholdPolicy(0.6, (), 1e-4)
+    assert policy.for_entries(5_000) is policy and not policy.holds(5_000)
+    assert "run `edge calibrate --write`" in (policy.explain(5_000) or "")
+
+
+def test_a_stricter_row_keeps_the_rules_that_are_not_about_size() -> None:
+    blurred = QualityRule(metric="sharpness", below=50.0, raise_by=0.03)
+    policy = ThresholdPolicy(0.6, (blurred,), 1e-4, (StricterRow(1e-5, 0.65, ()),))
+    soft = Quality(size_px=120, sharpness=20, yaw=0, detector_score=0.9)
+    assert policy.for_entries(1_000).for_face(soft) == pytest.approx(0.68)
 
 
 def test_an_operator_override_is_used_as_given_whatever_the_size() -> None:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -95,6 +95,12 @@ def degrade(image: np.ndarray, box: np.ndarray) -> dict[str, np.ndarray]:
         out["tight"] = crop
     out["blur"] = cv2.GaussianBlur(image, (0, 0), max(1.0, w / 60.0))
     return out
+
+
+class BandThresholds(Protocol):
+    """The base and each size band's full threshold at a pair rate, from the pairs among ``people`` (None: all)."""
+
+    def __call__(self, people: set[str] | None = None, far: float = ...) -> tuple[float, dict[float, float]]: ...
 
 
 @dataclass
@@ -208,7 +214,12 @@ def calibrate(
         return round(b, 3), raises
 
     _, raises = rule_at(target_far)
-    stricter = [(far, *rule_at(far)) for far in STRICTER_FARS if far < target_far]
+    stricter: list[tuple[float, float, dict[float, float]]] = []
+    for far in (f for f in STRICTER_FARS if f < target_far):
+        b, r = rule_at(far)
+        if b + sum(r.values()) >= 1.0:  # a cosine never reaches it: the list could not match at all
+            break
+        stricter.append((far, b, r))
     small_pairs = int(kind_scores(BANDS[SMALL_FACE_PX]).size)
     return CalibrationResult(
         base=round(base, 3),
@@ -236,7 +247,7 @@ def holdout(
     ids: np.ndarray,
     probes: dict[str, list[tuple[int, np.ndarray]]],
     kind_scores: Callable[[list[str], set[str] | None], np.ndarray],
-    band_thresholds: Callable[..., tuple[float, dict[float, float]]],
+    band_thresholds: BandThresholds,
 ) -> list[dict[str, Any]]:
     """Thresholds computed from the impostor pairs among half of the identities, counted on the other half's.
 

@@ -82,8 +82,9 @@ class PlainPipeline:
         a.embed_faces(faces)
         self.embedded += len(faces)
         matches = matcher.search(np.stack([f.embedding for f in faces]))
+        policy = a.threshold.for_entries(matcher.entry_count)  # as edge's pipeline matches this watchlist
         obs = [
-            Observation(f.detection.box, f.quality, m, a.threshold.for_face(f.quality, m.entry_threshold if m else None),
+            Observation(f.detection.box, f.quality, m, policy.for_face(f.quality, m.entry_threshold if m else None),
                         item.index, item.t, item.wall)
             for f, m in zip(faces, matches, strict=True)
         ]  # fmt: skip

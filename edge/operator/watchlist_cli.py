@@ -92,7 +92,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"left out (--allow-missing): {', '.join(report.empty)}")
     note = analyser.threshold.explain(manifest.entry_count)
     if note:
-        print(f"matching: {note}")
+        print(f"matching (with this machine's recognition.max_fpir; a device applies its own): {note}")
     return 0 if report.entries else 1
 
 
@@ -208,6 +208,18 @@ def _unsigned(folder: Path) -> Bundle:
     return Bundle(data, b"", chunks)
 
 
+def _matching_note(spec: Any, rec: Any, entries: int) -> str | None:
+    """What a watchlist of ``entries`` is matched at under ``rec`` (recognition settings), when not the shipped threshold."""
+    from edge.errors import ModelError
+    from edge.threshold import ThresholdPolicy
+
+    try:
+        policy = ThresholdPolicy.from_manifest(spec, override=rec.threshold, max_fpir=rec.max_fpir)
+    except ModelError as exc:  # the bundle is applied all the same; the daemon refuses to start without a threshold
+        return str(exc)
+    return policy.explain(entries)
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     from edge.config import load_settings
     from edge.db import connect
@@ -233,10 +245,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if result.ok:
         was = f"was v{result.previous_version}" if result.previous_version is not None else "the first on this device"
         print(f"applied watchlist {result.name} v{result.version} ({result.entry_count} entries), {was}")
-        from edge.threshold import ThresholdPolicy
-
-        rec = settings.recognition
-        note = ThresholdPolicy.from_manifest(spec, override=rec.threshold, max_fpir=rec.max_fpir).explain(result.entry_count)
+        note = _matching_note(spec, settings.recognition, result.entry_count)
         if note:
             print(f"matching: {note}")
         return 0
