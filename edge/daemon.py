@@ -317,6 +317,7 @@ class Daemon:
         info = self.store.current(self.s.watchlist.name)
         errors = [e for e in (self.last_error, self.publisher.last_error, self.sync.last_error) if e]
         full = self.storage_full_since is not None
+        policy = self.analyser.threshold.for_entries(m.entry_count) if m else None
         return {
             "schema": "edge.status/1",
             "device_id": self.s.device_id,
@@ -335,6 +336,9 @@ class Daemon:
                 "entries": m.entry_count if m else 0,
                 "expires_at": info.expires_at if info else None,
                 "last_sync": self.sync.last_sync or (info.applied_at if info else None),
+                # The base threshold faces are matched at for this list's size, and whether it keeps recognition.max_fpir.
+                "threshold": round(policy.base, 4) if policy else None,
+                "holds_max_fpir": policy.holds(m.entry_count) if policy and m else True,
             },
             "models": dict(self.model_hashes),
             "accelerator": self.analyser.detector.model.accelerator,  # type: ignore[attr-defined]

@@ -64,3 +64,14 @@ def test_the_suggested_entry_threshold_keeps_out_every_reported_false_match_and_
     assert s is not None and s["threshold"] == 0.665
     assert "2 hit(s) marked not this person (scores 0.610, 0.655)" in s["evidence"] and "2 of 3 confirmed" in s["evidence"]
     assert suggest_threshold({"false": [0.61], "confirmed": []}, 0.7) is None  # the entry's threshold is already above
+
+
+def test_the_fleet_flags_a_watchlist_too_large_to_keep_false_matches_within_max_fpir() -> None:
+    wl = {"name": "city", "version": 3, "threshold": 0.867, "holds_max_fpir": False}
+    v = device_view(status_row(watchlist=wl), {}, [], None, NOW)
+    assert v["threshold"] == 0.867 and v["holds_max_fpir"] is False
+    v = device_view(status_row(), {}, [], None, NOW)  # an older device does not say: nothing is claimed
+    assert v["threshold"] is None and v["holds_max_fpir"] is True
+    junk = {"name": "city", "version": 3, "threshold": "<script>", "holds_max_fpir": "no"}
+    v = device_view(status_row(watchlist=junk), {}, [], None, NOW)
+    assert v["threshold"] is None and v["holds_max_fpir"] is True

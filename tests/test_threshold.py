@@ -139,3 +139,33 @@ def test_a_watchlist_too_large_for_the_shipped_threshold_no_longer_matches_a_bor
     with caplog.at_level(logging.INFO, logger="edge.pipeline"):
         assert hits(50_000) == []
     assert f"matched at {strict.base:.3f}" in caplog.text
+
+
+@pytest.mark.parametrize("entries", [50, 20_000])
+def test_the_status_heartbeat_says_what_the_watchlist_is_matched_at(tmp_path: Path, entries: int) -> None:
+    import jsonschema
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edge.config import load_settings
+    from edge.daemon import Daemon
+    from edge.db import connect
+    from edge.schemas import load as load_schema
+    from edge.watchlist.keys import key_id
+    from edge.watchlist.store import WatchlistStore
+    from tools.synthetic import SPACE, random_entries, signed_bundle
+
+    key = Ed25519PrivateKey.generate()
+    store = WatchlistStore(connect(tmp_path / "data" / "edge.db"))
+    bundle = signed_bundle(random_entries(entries), key)
+    assert store.apply(bundle, {key_id(key.public_key()): key.public_key()}, embedding_space=SPACE).ok
+    store.conn.close()
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        f'device_id = "pole-9"\ndata_dir = "{tmp_path / "data"}"\n[[sources]]\ncamera = "gate"\nurl = "{tmp_path / "none.avi"}"\n'
+        '[mqtt]\nenabled = false\n[recognition]\naccelerator = "cpu"\n[watchlist]\nname = "fleet"\n'
+    )
+    status = Daemon(load_settings(cfg)).status()
+    jsonschema.validate(status, load_schema("status"))
+    expected = shipped().for_entries(entries)
+    assert status["watchlist"]["threshold"] == round(expected.base, 4) and status["watchlist"]["holds_max_fpir"] is True
+    assert (expected.base > shipped().base) == (entries > 100)

@@ -61,6 +61,7 @@ def device_view(
                 {"camera": str(cam.get("camera", "?")), "state": str(cam.get("state", "?")), "error": redact(cam.get("error"))}
             )
     outbox = doc.get("outbox") if isinstance(doc.get("outbox"), dict) else {}
+    threshold = (wl or {}).get("threshold")
     return {
         "device_id": row["device_id"],
         "state": shown,
@@ -71,6 +72,9 @@ def device_view(
         "published": want,
         "drift": want is not None and version != want,
         "expires_at": (wl or {}).get("expires_at") or "–",
+        # Device-supplied: a number or nothing; only an explicit false raises the alarm.
+        "threshold": float(threshold) if isinstance(threshold, int | float) and not isinstance(threshold, bool) else None,
+        "holds_max_fpir": (wl or {}).get("holds_max_fpir") is not False,
         "outbox_depth": row.get("outbox_depth") or 0,
         "outbox_oldest_s": (outbox or {}).get("oldest_age_s"),
         "outbox_dropped": row.get("outbox_dropped") or 0,

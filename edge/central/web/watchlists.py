@@ -102,6 +102,9 @@ def build(console: Console, name: str, version: int, expires_days: float) -> tup
         report.entries, name=name, version=version, embedding_space=str(analyser.embedder.embedding_space),
         expires_at=now_utc() + timedelta(days=expires_days),
     )  # fmt: skip
+    note = analyser.threshold.explain(manifest.entry_count)  # a large list is matched stricter: say so before publishing
+    if note:
+        notes.append(f"matching (at the default recognition.max_fpir): {note}")
     folder = bundles_dir(console) / f"{name}-v{version}"
     write_bundle(folder, manifest.to_bytes(), chunks, None)
     return folder.name, notes
