@@ -338,7 +338,7 @@ class Daemon:
                 "last_sync": self.sync.last_sync or (info.applied_at if info else None),
                 # The base threshold faces are matched at for this list's size, and whether it keeps recognition.max_fpir.
                 "threshold": round(policy.base, 4) if policy else None,
-                "holds_max_fpir": policy.holds(m.entry_count) if policy and m else True,
+                "holds_max_fpir": policy.holds(m.entry_count) if m and policy and policy.pair_far is not None else None,
             },
             "models": dict(self.model_hashes),
             "accelerator": self.analyser.detector.model.accelerator,  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from edge.central.store import STALE_AFTER_S, RevocationAck
 from edge.central.web.fleet import device_view, redact
@@ -72,6 +73,21 @@ def test_the_fleet_flags_a_watchlist_too_large_to_keep_false_matches_within_max_
     assert v["threshold"] == 0.867 and v["holds_max_fpir"] is False
     v = device_view(status_row(), {}, [], None, NOW)  # an older device does not say: nothing is claimed
     assert v["threshold"] is None and v["holds_max_fpir"] is True
-    junk = {"name": "city", "version": 3, "threshold": "<script>", "holds_max_fpir": "no"}
-    v = device_view(status_row(watchlist=junk), {}, [], None, NOW)
-    assert v["threshold"] is None and v["holds_max_fpir"] is True
+    for junk in ("<script>", 10**400, float("inf"), 1e300, -5, True):
+        wl = {"name": "city", "version": 3, "threshold": junk, "holds_max_fpir": "no"}
+        v = device_view(status_row(watchlist=wl, outbox={"depth": 1, "oldest_age_s": junk}), {}, [], None, NOW)
+        assert v["threshold"] is None and v["holds_max_fpir"] is True and v["outbox_oldest_s"] is None, junk
+
+
+def test_one_device_s_absurd_numbers_do_not_take_the_fleet_page_down() -> None:
+    """A schema-valid 400-digit integer once made float() raise while rendering: the page failed for every operator."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    from edge.central.web import fleet
+
+    templates = Path(fleet.__file__).parent / "templates"
+    env = Environment(loader=FileSystemLoader(templates), autoescape=select_autoescape())
+    wl = {"name": "city", "version": 3, "threshold": 10**400, "holds_max_fpir": False}
+    devices = [device_view(status_row(watchlist=wl, outbox={"depth": 1, "oldest_age_s": 10**400}), {}, [], None, NOW)]
+    page = env.get_template("fleet.html").render(devices=devices, published={}, user=None, csrf="")
+    assert "too large" in page and "split the watchlist" in page

@@ -7,13 +7,17 @@ import json
 import logging
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.errors import EdgeError
 from edge.watchlist.bundle import Bundle, build_unsigned, iter_entries, read_bundle, sign_manifest, verify_bundle, write_bundle
 from edge.watchlist.errors import BundleError
 from edge.watchlist.keys import generate_keypair, key_id, load_private_key, trusted_keys
 from edge.watchlist.manifest import now_utc, parse_manifest
+
+if TYPE_CHECKING:
+    from edge.config import RecognitionSettings
+    from edge.models import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +212,7 @@ def _unsigned(folder: Path) -> Bundle:
     return Bundle(data, b"", chunks)
 
 
-def _matching_note(spec: Any, rec: Any, entries: int) -> str | None:
+def _matching_note(spec: ModelSpec, rec: RecognitionSettings, entries: int) -> str | None:
     """What a watchlist of ``entries`` is matched at under ``rec`` (recognition settings), when not the shipped threshold."""
     from edge.errors import ModelError
     from edge.threshold import ThresholdPolicy

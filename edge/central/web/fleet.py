@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -61,7 +62,6 @@ def device_view(
                 {"camera": str(cam.get("camera", "?")), "state": str(cam.get("state", "?")), "error": redact(cam.get("error"))}
             )
     outbox = doc.get("outbox") if isinstance(doc.get("outbox"), dict) else {}
-    threshold = (wl or {}).get("threshold")
     return {
         "device_id": row["device_id"],
         "state": shown,
@@ -72,11 +72,11 @@ def device_view(
         "published": want,
         "drift": want is not None and version != want,
         "expires_at": (wl or {}).get("expires_at") or "–",
-        # Device-supplied: a number or nothing; only an explicit false raises the alarm.
-        "threshold": float(threshold) if isinstance(threshold, int | float) and not isinstance(threshold, bool) else None,
+        # Device-supplied: a plausible number or nothing; only an explicit false raises the alarm.
+        "threshold": _number((wl or {}).get("threshold"), -1.0, 1.0),
         "holds_max_fpir": (wl or {}).get("holds_max_fpir") is not False,
         "outbox_depth": row.get("outbox_depth") or 0,
-        "outbox_oldest_s": (outbox or {}).get("oldest_age_s"),
+        "outbox_oldest_s": _number((outbox or {}).get("oldest_age_s"), 0.0, 1e9),
         "outbox_dropped": row.get("outbox_dropped") or 0,
         "cameras": cameras,
         "last_error": redact(doc.get("last_error")),
@@ -94,6 +94,21 @@ def device_view(
         else ("ok" if head["chain_ok"] else f"PROBLEM: {head.get('problem') or 'check failed'}"),
         "chain_ok": head is None or bool(head["chain_ok"]),
     }
+
+
+def _number(value: object, low: float, high: float) -> float | None:
+    """``value`` as a float when it is a finite number within [low, high], else None.
+
+    A device's JSON may hold a 400-digit integer (``float`` overflows) or 1e400 (infinity): either would
+    break or mislead the page for every operator.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and low <= number <= high else None
 
 
 def _answered(ack: dict[str, Any]) -> str:
