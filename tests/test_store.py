@@ -26,6 +26,21 @@ def put(store: Store, doc: dict[str, object], *, device: str | None = None, reta
     return ingest(store, topic(doc, device), encode(doc), retained=retained).kind
 
 
+@pytest.mark.parametrize("number", [str(10**400), "1e400", str(2**63), "-1e999"])
+def test_one_device_s_absurd_number_is_refused_and_the_rest_of_its_batch_is_stored(db_url: str, number: str) -> None:
+    """A schema-valid 400-digit threshold once failed the whole batch on every retry: ingest stopped for the fleet."""
+    from edge.central.ingest import parse
+
+    store = Store(db_url)
+    good = [hit(entry="case-1"), hit(device="pole-2", entry="case-2")]
+    poisoned = encode(hit(device="pole-3")).replace(b'"threshold": 0.574', b'"threshold": ' + number.encode())
+    assert number.encode() in poisoned
+    items = [parse(topic(good[0]), encode(good[0])), parse("edge/v1/pole-3/hits", poisoned)]
+    items.append(parse(topic(good[1]), encode(good[1])))
+    assert [r.kind for r in store.write(items)] == ["hit", "rejected", "hit"]
+    assert len(store.hits()) == 2
+
+
 def test_duplicates_are_stored_once_and_malformed_messages_kept_aside(db_url: str) -> None:
     store = Store(db_url)
     h = hit()

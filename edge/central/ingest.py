@@ -94,7 +94,7 @@ def parse(topic: str, payload: bytes, received_at: datetime | None = None, *, re
     if b"\\u0000" in payload:
         return reject("a string holds a NUL character")  # PostgreSQL text cannot store it
     try:
-        doc = load_json(payload)
+        doc = load_json(payload, storable=True)
     except InputFormatError as exc:
         return reject(str(exc))
     if not isinstance(doc, dict):
